@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's two entry points, each self-sufficient on a fresh clone:
+#   ./dev.sh demo   run the built-in end-to-end fusion example
+#   ./dev.sh test   run the test suite (fails when it collects no tests)
+# Also: ./dev.sh test-all (slow tests too), ./dev.sh bench [--quick], ./dev.sh lint, ./dev.sh shell CMD...
+# A project-local virtual environment (.venv) is created on first use and re-synced only when
+# pyproject.toml or constraints.txt change, so a second run starts at once.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+VENV=.venv
+STAMP="$VENV/.installed"
+PY="${PYTHON:-python3}"
+
+ensure_venv() {
+    local extras="$1"
+    local want
+    want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$extras"
+    if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then return; fi
+    [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+    echo "dev.sh: installing into $VENV (first run takes ~2 min)..." >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt torch==2.13.0
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+    echo "$want" > "$STAMP"
+}
+
+export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_UPDATE_CHECK=1 TOKENIZERS_PARALLELISM=false
+
+cmd="${1:-help}"; shift || true
+case "$cmd" in
+    demo)     ensure_venv test,bench; exec "$VENV/bin/hf-heterofusion" demo "$@" ;;
+    test)     ensure_venv test,bench; exec "$VENV/bin/python" -m pytest "$@" ;;
+    test-all) ensure_venv test,bench; exec "$VENV/bin/python" -m pytest -m "" "$@" ;;
+    bench)    ensure_venv test,bench; exec "$VENV/bin/python" -m hf_heterofusion.bench "$@" ;;
+    lint)     ensure_venv test,bench; exec "$VENV/bin/ruff" check hf_heterofusion merge_methods tests ;;
+    shell)    ensure_venv test,bench; exec "$@" ;;
+    *) sed -n '2,8p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,194 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The one validated fusion config.
+
+`FusionConfig` holds everything a user types: the inputs (target base, anchor adapter, sources, replay file)
+and the method's parameters, with the paper's key names and defaults (SPEC §2.6). It is a frozen pydantic
+model with `extra="forbid"`, so a typo such as `mu_gat:` fails, naming the key and the closest valid one.
+
+Example (the `parameters:` block of a mergekit YAML uses the same keys, minus the inputs)::
+
+    target_model: ./llama-base
+    target_adapter: ./llama-task-a
+    sources: [./qwen-task-b, {adapter: ./mistral-task-c, weight: 0.5}]
+    replay: replay.jsonl
+    seed: 0
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class SourceSpec(BaseModel):
+    """One source expert: a LoRA adapter trained on another base (whose weights are never loaded)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    adapter: str = Field(description="Path or Hub id (`repo@revision`) of the source LoRA adapter.")
+    base_model: str | None = Field(default=None, description="The source's base model id, for the card only.")
+    weight: float = Field(default=1.0, ge=0.0, description="Scale applied to the source's update before fusion.")
+
+
+class FusionConfig(BaseModel):
+    """Inputs and parameters of one HeteroFusion run (paper defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- inputs -----------------------------------------------------------------------------------------------
+    target_model: str = Field(description="Path or Hub id of the frozen target base model.")
+    target_adapter: str = Field(description="Path or Hub id of the anchor LoRA adapter on the target.")
+    sources: tuple[SourceSpec, ...] = Field(min_length=1, description="Source LoRA adapters (other families).")
+    replay: str | None = Field(default=None, description="JSONL replay set; required unless `max_steps: 0`.")
+
+    # --- topology alignment (§2.1) -----------------------------------------------------------------------------
+    layer_alignment: Literal["tail", "head", "uniform", "naive"] = Field(
+        default="tail", description="How target layers are paired with source layers; `tail` is the paper's."
+    )
+    transfer_ratio: float = Field(default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept.")
+
+    # --- blocking (§2.2) ---------------------------------------------------------------------------------------
+    block_size: int | Literal["auto"] = Field(
+        default=4096, description="Rows per block token (paper 4096); `auto` = next power of two >= hidden size."
+    )
+
+    # --- transfer nets (§2.3-2.5) ------------------------------------------------------------------------------
+    embed_dim: int = Field(default=1024, ge=8, description="Embedding width E of the encoder and attention.")
+    num_heads: int = Field(default=8, ge=1, description="Cross-attention heads.")
+    max_position_embeddings: int = Field(default=4096, ge=1, description="Size of the learned position table.")
+    position_mode: Literal["concat", "per_source"] = Field(
+        default="concat",
+        description="`concat` indexes positions over the concatenated sources (reference quirk); "
+        "`per_source` restarts positions for each source and adds a learned source embedding.",
+    )
+    mu_gate: float = Field(default=0.1, ge=-1.0, le=1.0, description="Fixed shift of the SVD-guided gate logits.")
+    alpha_init: float = Field(default=0.3, gt=0.0, le=10.0, description="Initial per-role update scale alpha_m.")
+    update_mode: Literal["b_only", "a_only", "ab_joint"] = Field(
+        default="b_only", description="Which LoRA factor receives the predicted update (paper: `b_only`)."
+    )
+
+    # --- conflict-aware regulariser (§2.3) ---------------------------------------------------------------------
+    lambda_reg: float = Field(default=0.005, ge=0.0, description="Weight of the RDM regulariser.")
+    mu_target: float = Field(default=0.0, description="Mean of the rectified Gaussian RDM target.")
+    sigma_target: float = Field(default=1.0, gt=0.0, description="Std of the rectified Gaussian RDM target.")
+    num_projections: int = Field(default=2048, ge=1, description="Random directions K of the sliced Wasserstein.")
+
+    # --- training (§2.6) ---------------------------------------------------------------------------------------
+    lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
+    weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
+    epochs: int = Field(default=3, ge=1, description="Passes over the replay set.")
+    batch_size: int = Field(default=1, ge=1, description="Sequences per micro-batch.")
+    gradient_accumulation_steps: int = Field(default=8, ge=1, description="Micro-batches per optimiser step.")
+    max_length: int = Field(default=1024, ge=8, description="Maximum tokens per replay example.")
+    max_steps: int | None = Field(default=None, ge=0, description="Stop after this many optimiser steps.")
+    amortize_nets: bool = Field(
+        default=False,
+        description="Run the transfer nets once per accumulation window instead of once per micro-batch "
+        "(same CE gradient, fewer net passes).",
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
+    seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
+    checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")
+
+    # --- output ------------------------------------------------------------------------------------------------
+    output: Literal["adapter", "merged", "both"] = Field(default="adapter", description="What to write.")
+
+    # --- safety ------------------------------------------------------------------------------------------------
+    allow_pickle: bool = Field(default=False, description="Allow `.bin` pickle adapters (unpickling runs code).")
+    trust_remote_code: bool = Field(default=False, description="Allow target models with custom code.")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources_from_strings(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple({"adapter": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("block_size")
+    @classmethod
+    def _check_block_size(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 65536:
+            raise ValueError(f"must be between 1 and 65536 (paper: 4096) or 'auto', got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> FusionConfig:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.replay is None and self.max_steps != 0:
+            raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
+        return self
+
+    # --- loading -----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], *, where: str = "config") -> FusionConfig:
+        """Validate a plain mapping, turning pydantic's report into one actionable `ConfigError` line."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_explain(err, where)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FusionConfig:
+        """Load a config from a YAML file (relative input paths are resolved against the file's folder)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        return cls.from_mapping(data, where=str(path))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @property
+    def steps_note(self) -> str:
+        return f"{self.epochs} epochs x accumulation {self.gradient_accumulation_steps}"
+
+
+PARAMETER_KEYS = tuple(k for k in FusionConfig.model_fields if k not in ("target_model", "target_adapter", "sources"))
+
+
+def _explain(err: ValidationError, where: str) -> str:
+    """First validation problem as one line: location, what is wrong, and the closest valid key for typos."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        key = str(first["loc"][-1])
+        fields = SourceSpec.model_fields if len(first["loc"]) > 1 else FusionConfig.model_fields
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else f"; valid keys: {', '.join(fields)}"
+        return f"{where}: unknown key `{loc}`{hint}"
+    if first["type"] == "missing":
+        return f"{where}: required key `{loc}` is missing"
+    msg = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{where}: `{loc}` {msg}{shown}"
+
+
+def hypernet_parameters(rank: int, block_size: int, embed_dim: int, max_positions: int, *, sources: int = 1,
+                        position_mode: str = "concat") -> int:
+    """Closed-form parameter count of one transfer net (one role), used by the dry run and the report."""
+    br, e = block_size * rank, embed_dim
+    encoder = 2 * br + 2 * (e * br + e) + (rank * (e // 4) + e // 4) + (e // 4 * e + e) + 2 * e
+    attention = 4 * (e * e + e)
+    decoder = (e * e + e) + (e * br + br)
+    positions = max_positions * e + (sources * e if position_mode == "per_source" else 0)
+    return encoder + attention + decoder + positions
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))

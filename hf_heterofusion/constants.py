@@ -1,0 +1,30 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Constants shared by the stages: file names and paper defaults that are not config keys."""
+
+from __future__ import annotations
+
+
+# PEFT adapter files.
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTER_PICKLE_NAME = "adapter_model.bin"
+
+# Files written next to a fused adapter.
+REPORT_NAME = "fusion_report.json"
+CONFIG_COPY_NAME = "heterofusion_config.yml"
+LOSS_PLOT_NAME = "loss_curve.png"
+ALIGNMENT_PLOT_NAME = "alignment.png"
+CARD_NAME = "README.md"
+LOCK_NAME = "heterofusion.lock.json"
+MERGED_SUBDIR = "merged"
+
+# The canonical module roles of a decoder layer (paper §2.2).
+ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+
+PAPER_URL = "https://arxiv.org/abs/2604.01674"
+PAPER_CITATION = """@article{chen2026heterofusion,
+  title   = {Can Heterogeneous Language Models Be Fused?},
+  author  = {Chen, Shilian and Zhou, Jie and Chen, Qin and Wu, Wen and Li, Xin and Feng, Qi and He, Liang},
+  journal = {arXiv preprint arXiv:2604.01674},
+  year    = {2026}
+}"""

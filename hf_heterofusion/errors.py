@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Exceptions and warnings of hf_heterofusion.
+
+Every user-facing failure is a `HeteroFusionError`: the CLI prints its message on one line and exits with
+status 2, without a traceback. Each class also inherits the builtin that describes it (`ValueError`,
+`FileNotFoundError`, ...), so callers can catch either.
+"""
+
+from __future__ import annotations
+
+
+class HeteroFusionError(Exception):
+    """Base class: a problem with the user's input or environment, explained in the message."""
+
+
+class ConfigError(HeteroFusionError, ValueError):
+    """The fusion config or a CLI option is invalid."""
+
+
+class AdapterNotFoundError(HeteroFusionError, FileNotFoundError):
+    """An adapter or model path does not exist or cannot be read."""
+
+
+class AdapterFormatError(HeteroFusionError, ValueError):
+    """A directory is not a usable PEFT LoRA adapter (config, tensors, shapes or values)."""
+
+
+class IncompatibleAdaptersError(HeteroFusionError, ValueError):
+    """Target and sources cannot be fused (no shared module role, unsupported architecture, ...)."""
+
+
+class NoAlignedModulesError(IncompatibleAdaptersError):
+    """No target module has a source module of the same role in an aligned layer."""
+
+
+class ReplayDataError(HeteroFusionError, ValueError):
+    """The replay file is missing, empty or malformed."""
+
+
+class OutputExistsError(HeteroFusionError, FileExistsError):
+    """The output directory exists and is not empty."""
+
+
+class HubError(HeteroFusionError, RuntimeError):
+    """A Hugging Face Hub operation failed for a reason the user can fix (id, token, offline cache)."""
+
+
+class HeteroFusionWarning(UserWarning):
+    """Something worth knowing that does not stop the fusion (e.g. truncated replay examples)."""
