@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Stage 6: export (paper §2.7).
+
+One no-grad pass of the nets gives `B' = B_T + alpha_m * dB` for every aligned module; every other target tensor is
+copied unchanged and `adapter_config.json` comes from the target, so the result loads with
+`PeftModel.from_pretrained(target_base, out_dir)`. Files are first written into a staging directory and moved into
+place only when complete (`staged_output`), so an interrupted export never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from . import __version__
+from .adapters import LoraAdapter
+from .constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from .errors import OutputExistsError
+from .fusion import FusionModel
+
+
+@torch.no_grad()
+def fused_tensors(fusion: FusionModel, target: LoraAdapter) -> tuple[dict[str, torch.Tensor], dict]:
+    """The fused adapter's state dict (PEFT keys, target dtypes) and per-role statistics of the final nets."""
+    fusion.eval()
+    out = fusion(generator=None, with_stats=True)
+    tensors = dict(target.tensors)
+    for patches, factor in ((out.b_patches, "B"), (out.a_patches, "A")):
+        for module, value in patches.items():
+            key = next(k for k in (f"{module}.lora_{factor}.weight", f"{module}.lora_{factor}.default.weight")
+                       if k in tensors)
+            tensors[key] = value.detach().to("cpu", tensors[key].dtype).contiguous()
+    mass = out.stats["source_mass"]
+    contribution = (mass / mass.sum()).tolist() if mass.sum() > 0 else [0.0] * len(mass)
+    return tensors, {"roles": out.stats["roles"], "contribution": contribution}
+
+
+def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a PEFT adapter directory: the target's config and the fused tensors (safetensors)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = dict(target.config)
+    (out_dir / ADAPTER_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_file(tensors, out_dir / ADAPTER_WEIGHTS_NAME,
+              metadata={"format": "pt", "hf_heterofusion_version": __version__})
+
+
+def write_loss_plot(losses: list[dict], path: Path) -> None:
+    """A PNG of the training loss (CE and total) per optimiser step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    if losses:
+        steps = [r["step"] for r in losses]
+        ax.plot(steps, [r["ce"] for r in losses], label="replay CE")
+        ax.plot(steps, [r["loss"] for r in losses], label="CE + lambda*RDM", alpha=0.7)
+        ax.legend()
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("loss")
+    ax.set_title("HeteroFusion transfer-net training")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a staging directory next to `out_dir`; on success it atomically replaces `out_dir`."""
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

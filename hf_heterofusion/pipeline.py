@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The data flow in one place: load -> align -> block -> transfer nets -> replay training -> export.
+
+    prepare(cfg)  adapters -> AlignmentPlan -> ModuleGroups (tokens + spectra)      no model weights loaded
+    fit(cfg)      + target model, replay set, FusionModel, train()                  -> FitResult (tensors, report)
+    fuse(cfg, out_dir)  fit + write adapter, report, loss plot, config, card        -> FusionResult
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+import yaml
+
+from . import __version__
+from .adapters import LoraAdapter, load_adapter
+from .align import AlignmentPlan, match_modules, plan_alignment
+from .config import FusionConfig, hypernet_parameters, next_power_of_two
+from .constants import CONFIG_COPY_NAME, LOSS_PLOT_NAME, REPORT_NAME
+from .errors import AdapterFormatError, AdapterNotFoundError, ConfigError, IncompatibleAdaptersError
+from .fusion import FusionModel, ModuleGroup, build_groups
+from .rank import refactor_rank
+from .roles import SUPPORTED_TARGET_FAMILIES
+
+
+@dataclass(frozen=True)
+class PreparedFusion:
+    """Everything decided before any model weights are loaded (also what the dry run prints)."""
+
+    config: FusionConfig
+    target_model_dir: Path
+    target_model_config: dict
+    target: LoraAdapter
+    sources: tuple[LoraAdapter, ...]  # re-factored to the target rank
+    source_reports: tuple[dict, ...]
+    plan: AlignmentPlan
+    groups: tuple[ModuleGroup, ...]
+    block_size: int
+    untouched: tuple[str, ...]  # target modules that receive nothing
+
+    def hypernet_parameters(self) -> dict[str, int]:
+        c = self.config
+        return {g.role: hypernet_parameters(g.rank, self.block_size, c.embed_dim, c.max_position_embeddings,
+                                            sources=len(self.sources), position_mode=c.position_mode)
+                for g in self.groups}
+
+
+@dataclass(frozen=True)
+class FitResult:
+    tensors: dict[str, torch.Tensor]
+    adapter_config: dict
+    report: dict
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    out_dir: Path
+    report: dict = field(repr=False)
+
+
+def resolve_input(ref: str, *, what: str) -> Path:
+    """A local directory for a path or Hub reference (Hub references come from the pull cache/lock)."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    try:
+        from .hub import resolve_reference
+    except ImportError:  # pragma: no cover - hub helpers are part of the package
+        resolve_reference = None
+    if resolve_reference is not None and "/" in ref and not ref.startswith((".", "/", "~")):
+        return resolve_reference(ref, what=what)
+    raise AdapterNotFoundError(f"{what} {ref} does not exist; check the path (or `hf-heterofusion pull` Hub ids)")
+
+
+def prepare(cfg: FusionConfig) -> PreparedFusion:
+    """Stages 1-3: read and check the adapters, align topologies, build block tokens and spectra."""
+    model_dir = resolve_input(cfg.target_model, what="target model")
+    model_config = _read_model_config(model_dir, cfg)
+    target = load_adapter(resolve_input(cfg.target_adapter, what="target adapter"),
+                          allow_pickle=cfg.allow_pickle, base_config=model_config)
+    _check_against_base(target, model_dir)
+    if cfg.update_mode != "b_only" and any(m.rows is not None for m in target.modules):
+        raise ConfigError(f"`update_mode: {cfg.update_mode}` cannot update the shared A of fused projections "
+                          f"({model_config.get('model_type')} target); use `update_mode: b_only`")
+    sources, reports = [], []
+    for spec in cfg.sources:
+        raw = load_adapter(resolve_input(spec.adapter, what="source adapter"), allow_pickle=cfg.allow_pickle)
+        matched, energy = refactor_rank(raw, target.rank)
+        sources.append(matched)
+        reports.append(_source_report(spec, raw, energy))
+    plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
+    matched = match_modules(target, sources, plan)
+    block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
+    groups = build_groups(matched, block_size=block_size, source_weights=tuple(s.weight for s in cfg.sources),
+                          per_source_positions=cfg.position_mode == "per_source")
+    aligned = {mm.target.module for g in groups for mm in g.matched}
+    untouched = tuple(sorted({m.module for m in target.modules} - aligned))
+    return PreparedFusion(cfg, model_dir, model_config, target, tuple(sources), tuple(reports), plan, groups,
+                          block_size, untouched)
+
+
+def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, show_progress: bool = True,
+        prepared: PreparedFusion | None = None) -> FitResult:
+    """Stages 1-5 and the export pass: train the transfer nets on the replay set and predict the fused adapter."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .export import fused_tensors
+    from .train import train
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    prepared = prepared or prepare(cfg)
+    acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    model, tokenizer = _load_target(prepared, cfg)
+    encoded, truncated = _encode_replay(cfg, tokenizer) if cfg.max_steps != 0 else ([], 0)
+    set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
+    fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
+    timings["load_s"] = time.perf_counter() - t0
+    from .replay import pad_token_id
+
+    if encoded:
+        result = train(fusion, model, encoded, cfg, pad_id=pad_token_id(tokenizer), accelerator=acc,
+                       work_dir=work_dir, show_progress=show_progress)
+    else:
+        result = None
+    timings["fit_s"] = result.seconds if result else 0.0
+    t1 = time.perf_counter()
+    tensors, stats = fused_tensors(acc.unwrap_model(fusion), prepared.target)
+    timings["export_s"] = time.perf_counter() - t1
+    report = build_report(prepared, stats, result, len(encoded), truncated, timings)
+    return FitResult(tensors, dict(prepared.target.config), report)
+
+
+def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,
+         show_progress: bool = True, accelerator=None) -> FusionResult | None:
+    """Run the whole fusion and write the PEFT adapter directory (plus report, loss plot, config copy, card).
+
+    Returns `None` on non-main processes of a distributed run (only the main process writes).
+    """
+    from .export import check_output_dir, staged_output, write_adapter, write_loss_plot
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite)  # fail before hours of training, not after
+    work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"
+    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator)
+    if accelerator is not None and not accelerator.is_main_process:
+        return None
+    report = dict(result.report, config_yaml=config_yaml, output_kind="adapter")
+    with staged_output(out_dir, overwrite=overwrite) as stage:
+        target = prepare_target_only(cfg)
+        write_adapter(stage, target, result.tensors)
+        (stage / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (stage / CONFIG_COPY_NAME).write_text(config_yaml or cfg.to_yaml(), encoding="utf-8")
+        write_loss_plot(report["training"]["losses"], stage / LOSS_PLOT_NAME)
+        _write_card(stage)
+    import shutil
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return FusionResult(out_dir, report)
+
+
+def prepare_target_only(cfg: FusionConfig) -> LoraAdapter:
+    return load_adapter(resolve_input(cfg.target_adapter, what="target adapter"), allow_pickle=cfg.allow_pickle)
+
+
+def _write_card(out_dir: Path) -> None:
+    try:
+        from .card import write_card
+    except ImportError:  # pragma: no cover
+        return
+    write_card(out_dir)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _read_model_config(model_dir: Path, cfg: FusionConfig) -> dict:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise AdapterNotFoundError(f"target model {model_dir} has no config.json; pass a transformers model directory")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("auto_map") and not cfg.trust_remote_code:
+        raise ConfigError(f"target model {model_dir} ships custom code (auto_map), which runs when loaded; "
+                          f"set `trust_remote_code: true` only if you trust its author")
+    family = config.get("model_type")
+    if family not in SUPPORTED_TARGET_FAMILIES:
+        raise IncompatibleAdaptersError(f"target architecture `{family}` is not supported; supported: "
+                                        f"{', '.join(SUPPORTED_TARGET_FAMILIES)}")
+    return config
+
+
+def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    index = model_dir / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
+        ["model.safetensors"]
+    shapes = {}
+    for name in files:
+        if not (model_dir / name).is_file():
+            return {}
+        with safe_open(model_dir / name, framework="pt") as f:
+            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+    return shapes
+
+
+def _check_against_base(target: LoraAdapter, model_dir: Path) -> None:
+    """Each LoRA module's (d_out, d_in) must equal its base weight's shape (cheap: safetensors headers only)."""
+    shapes = _base_shapes(model_dir)
+    if not shapes:
+        return
+    for key, a in target.tensors.items():
+        if not key.endswith("lora_A.weight"):
+            continue
+        module = key[: -len(".lora_A.weight")]
+        b = target.tensors[module + ".lora_B.weight"]
+        name = module.removeprefix("base_model.model.") + ".weight"
+        if name in shapes and shapes[name] != (b.shape[0], a.shape[1]):
+            raise AdapterFormatError(
+                f"target adapter module `{module}` is {b.shape[0]}x{a.shape[1]} but the base weight `{name}` is "
+                f"{shapes[name][0]}x{shapes[name][1]}; the adapter was trained on a different base model"
+            )
+
+
+def _auto_block_size(target: LoraAdapter, sources, model_config: dict) -> int:
+    hidden = [model_config.get("hidden_size") or 0] + [s.hidden_size or 0 for s in sources]
+    return next_power_of_two(max(hidden))
+
+
+def _source_report(spec, raw: LoraAdapter, energy: float) -> dict:
+    return {
+        "adapter": spec.adapter, "revision": None, "base_model": spec.base_model or raw.config.get(
+            "base_model_name_or_path"), "family": raw.family, "num_layers": raw.num_layers,
+        "hidden_size": raw.hidden_size, "rank": raw.rank, "original_rank": raw.rank,
+        "energy_kept": round(energy, 6), "lora_alpha": raw.lora_alpha, "target_modules": list(raw.target_modules),
+        "roles": list(raw.roles), "weight": spec.weight, "license": _license(raw.path),
+    }
+
+
+def _license(adapter_dir: Path) -> str | None:
+    readme = adapter_dir / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    return meta.get("license") if isinstance(meta, dict) else None
+
+
+def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
+                                                trust_remote_code=cfg.trust_remote_code)
+    model = PeftModel.from_pretrained(base, prepared.target.path, is_trainable=False)
+    model.eval()  # no LoRA or attention dropout while training the nets
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(prepared.target_model_dir)
+    return model, tokenizer
+
+
+def _encode_replay(cfg: FusionConfig, tokenizer) -> tuple[list, int]:
+    from .replay import encode_replay, load_replay
+
+    examples = load_replay(resolve_input(cfg.replay, what="replay file"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoded = encode_replay(examples, tokenizer, cfg.max_length)
+    truncated = 0
+    for w in caught:
+        if "exceed max_length" in str(w.message):
+            truncated = int(str(w.message).split()[0])
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return encoded, truncated
+
+
+def _versions() -> dict[str, str]:
+    out = {"hf_heterofusion": __version__}
+    for pkg in ("torch", "transformers", "peft", "mergekit", "huggingface_hub", "accelerate"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int,
+                 timings: dict) -> dict:
+    cfg, target = prepared.config, prepared.target
+    params = prepared.hypernet_parameters()
+    roles = {}
+    for g in prepared.groups:
+        roles[g.role] = {
+            "rank": g.rank, "layers": len(g.matched),
+            "target_tokens": sum(b.target_tokens.shape[0] * b.target_tokens.shape[1] for b in g.buckets),
+            "source_tokens": sum(b.source_tokens.shape[0] * b.source_tokens.shape[1] for b in g.buckets),
+            "parameters": params[g.role], **stats["roles"].get(g.role, {}),
+        }
+    sources = [dict(s, contribution=round(c, 6)) for s, c in zip(prepared.source_reports, stats["contribution"])]
+    losses = list(result.losses) if result else []
+    return {
+        "hf_heterofusion_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "target": {
+            "model": cfg.target_model, "adapter": cfg.target_adapter, "model_revision": None,
+            "adapter_revision": None, "family": prepared.target_model_config.get("model_type"),
+            "num_layers": target.num_layers, "hidden_size": prepared.target_model_config.get("hidden_size"),
+            "rank": target.rank, "lora_alpha": target.lora_alpha, "target_modules": list(target.target_modules),
+            "license": _license(target.path),
+        },
+        "sources": sources,
+        "alignment": prepared.plan.to_dict(),
+        "block_size": prepared.block_size,
+        "modules": {"aligned": sum(len(g.matched) for g in prepared.groups), "untouched": list(prepared.untouched)},
+        "roles": roles,
+        "hypernet_parameters_total": sum(params.values()),
+        "training": {
+            "replay_examples": n_examples, "truncated": truncated,
+            "optimizer_steps": result.optimizer_steps if result else 0,
+            "micro_steps": result.micro_steps if result else 0,
+            "resumed_from_step": result.resumed_from if result else None,
+            "losses": losses, "final_loss": losses[-1]["loss"] if losses else None,
+        },
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "versions": _versions(),
+        "evaluation": None,
+    }

@@ -1,0 +1,332 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Stage 5b: the replay set, read from JSONL and encoded for the target model (paper §2.6, §4.3).
+
+A replay file holds one JSON object per line, in one of three shapes:
+
+* plain: `{"prompt": "...", "response": "..."}`
+* chat: `{"messages": [{"role": "user", "content": "..."}, ..., {"role": "assistant", "content": "..."}]}`;
+  the last message is the response, the earlier ones are the prompt, rendered with the *target* tokenizer's
+  chat template (the paper gives the replay set to the target model in its own template)
+* alpaca: `{"instruction": "...", "input": "...", "output": "..."}` (`input` optional; LLaMA-Factory's optional
+  `system` and `history` turn the row into a chat)
+
+Other keys are ignored, so rows may carry metadata such as `task`. The loss is on response tokens only: every
+prompt token gets the label -100, exactly as LLaMA-Factory's SFT processing does in the reference code.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, HeteroFusionWarning, ReplayDataError
+
+
+IGNORE_INDEX = -100
+"""Label of tokens that carry no loss (prompt and padding); the value `torch.nn.CrossEntropyLoss` ignores."""
+
+_SHAPES_HINT = (
+    "expected `prompt` + `response`, `messages` (chat ending with an assistant turn) "
+    "or `instruction` + `output` (alpaca, optional `input`)"
+)
+
+
+@dataclass(frozen=True)
+class ReplayExample:
+    """One supervised replay example.
+
+    `prompt` is either plain text or the chat messages before the final assistant turn (then it is rendered with
+    the target tokenizer's chat template). `line` is the 1-based line in the source file, 0 if built in memory.
+    The message dicts are not copied: do not mutate them.
+    """
+
+    prompt: str | tuple[dict[str, str], ...]
+    response: str
+    line: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.response, str) or not self.response:
+            raise ReplayDataError(f"replay example at line {self.line}: `response` must be a non-empty string")
+        if not isinstance(self.prompt, (str, tuple)):
+            raise ReplayDataError(
+                f"replay example at line {self.line}: `prompt` must be a string or a tuple of chat messages, "
+                f"got {type(self.prompt).__name__}"
+            )
+
+    @property
+    def is_chat(self) -> bool:
+        """Whether the prompt is a list of chat messages (rendered with the chat template)."""
+        return isinstance(self.prompt, tuple)
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def load_replay(path: str | Path) -> tuple[ReplayExample, ...]:
+    """Read a JSONL replay file.
+
+    Args:
+        path (`str` or `Path`): a file with one JSON object per line; blank lines are skipped.
+
+    Returns:
+        `tuple[ReplayExample, ...]`: the examples in file order, each remembering its line number.
+
+    Raises:
+        `ReplayDataError`: the file is missing or empty, or a line is not a JSON object of a known shape, or has
+            an empty response. The message names `file:line` and what to fix.
+
+    Example:
+        ```python
+        >>> examples = load_replay("replay.jsonl")
+        >>> examples[0].response
+        'person: Alice'
+        ```
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ReplayDataError(f"replay file {path} {what}; pass a JSONL file with one example per line")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReplayDataError(f"cannot read replay file {path}: {err}") from err
+
+    examples = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            hint = " (this looks like a JSON array: write one object per line instead)" if raw.strip() == "[" else ""
+            raise ReplayDataError(
+                f"{where}: not valid JSON ({err.msg} at column {err.colno}){hint}; write one JSON object per line"
+            ) from err
+        examples.append(parse_row(row, where=where, line=number))
+    if not examples:
+        raise ReplayDataError(f"replay file {path} is empty; add at least one example (one JSON object per line)")
+    return tuple(examples)
+
+
+def examples_from_rows(rows: Iterable[Mapping[str, Any] | ReplayExample]) -> tuple[ReplayExample, ...]:
+    """Turn in-memory rows (the dicts a JSONL file would hold) into examples; `ReplayExample`s pass through.
+
+    Raises:
+        `ReplayDataError`: a row is malformed (the message names its 1-based position) or there are no rows.
+    """
+    examples = tuple(
+        row if isinstance(row, ReplayExample) else parse_row(row, where=f"row {i}", line=0)
+        for i, row in enumerate(rows, start=1)
+    )
+    if not examples:
+        raise ReplayDataError("no replay examples were given; pass at least one row")
+    return examples
+
+
+def parse_row(row: Any, *, where: str = "row", line: int = 0) -> ReplayExample:
+    """Parse one decoded JSON row (any of the three shapes) into a `ReplayExample`.
+
+    Args:
+        row (`Any`): the decoded JSON value.
+        where (`str`, *optional*): location used in error messages, e.g. `data.jsonl:12`.
+        line (`int`, *optional*, defaults to 0): line number stored in the example.
+    """
+    if not isinstance(row, Mapping):
+        raise ReplayDataError(f"{where}: expected a JSON object, got {_json_type(row)}; {_SHAPES_HINT}")
+    if "messages" in row:
+        prompt, response = _parse_chat(row, where)
+    elif "prompt" in row or "response" in row:
+        prompt, response = _require_str(row, "prompt", where), _require_str(row, "response", where)
+    elif "instruction" in row or "output" in row:
+        prompt, response = _parse_alpaca(row, where)
+    else:
+        keys = ", ".join(f"`{k}`" for k in row) or "none"
+        raise ReplayDataError(f"{where}: row has keys {keys}; {_SHAPES_HINT}")
+    if not response.strip():
+        raise ReplayDataError(f"{where}: empty response; every replay example needs a non-empty answer to learn")
+    return ReplayExample(prompt=prompt, response=response, line=line)
+
+
+def _parse_chat(row: Mapping[str, Any], where: str) -> tuple[tuple[dict[str, str], ...], str]:
+    messages = row["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise ReplayDataError(f"{where}: `messages` must be a non-empty list of {{`role`, `content`}} objects")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not all(isinstance(message.get(k), str) for k in ("role", "content")):
+            raise ReplayDataError(f"{where}: `messages[{i}]` must be an object with string `role` and `content`")
+        checked.append({"role": message["role"], "content": message["content"]})
+    if checked[-1]["role"] != "assistant":
+        raise ReplayDataError(
+            f"{where}: the last message has role `{checked[-1]['role']}`; it must be the `assistant` response"
+        )
+    if len(checked) < 2:
+        raise ReplayDataError(f"{where}: `messages` has only the assistant response; add the user turn before it")
+    return tuple(checked[:-1]), checked[-1]["content"]
+
+
+def _parse_alpaca(row: Mapping[str, Any], where: str) -> tuple[str | tuple[dict[str, str], ...], str]:
+    instruction, output = _require_str(row, "instruction", where), _require_str(row, "output", where)
+    extra = row.get("input") or ""
+    if not isinstance(extra, str):
+        raise ReplayDataError(f"{where}: `input` must be a string, got {_json_type(extra)}")
+    user = f"{instruction}\n\n{extra}" if extra else instruction
+    system, history = row.get("system") or "", row.get("history") or []
+    if not system and not history:
+        return user, output
+    # LLaMA-Factory rows with a system prompt or earlier turns only make sense as a chat.
+    if not isinstance(system, str) or not isinstance(history, list):
+        raise ReplayDataError(f"{where}: `system` must be a string and `history` a list of [query, answer] pairs")
+    messages = [{"role": "system", "content": system}] if system else []
+    for i, turn in enumerate(history):
+        if not (isinstance(turn, list) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise ReplayDataError(f"{where}: `history[{i}]` must be a [query, answer] pair of strings")
+        messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
+    messages.append({"role": "user", "content": user})
+    return tuple(messages), output
+
+
+def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
+    if key not in row:
+        raise ReplayDataError(f"{where}: row lacks `{key}`; {_SHAPES_HINT}")
+    value = row[key]
+    if not isinstance(value, str):
+        raise ReplayDataError(f"{where}: `{key}` must be a string, got {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+# -------------------------------------------------------------------------------------------------- encoding
+
+
+def encode_prompt(example: ReplayExample, tokenizer: Any) -> list[int]:
+    """Token ids of the prompt as the model sees it before the response (bos or chat template included).
+
+    Training (`encode_example`) and generation (`experts.evaluate`) both use this, so the model is asked
+    exactly the way it was taught.
+    """
+    if example.is_chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ReplayDataError(
+                f"replay example at line {example.line} is a chat (`messages`) but the target tokenizer has no "
+                "chat template; use `prompt`/`response` rows or a tokenizer with a chat template"
+            )
+        text = tokenizer.apply_chat_template(list(example.prompt), tokenize=False, add_generation_prompt=True)
+        # The template writes its own bos (if any) as text; adding special tokens again would double it.
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return _special_prefix(tokenizer) + list(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
+
+
+def encode_example(example: ReplayExample, tokenizer: Any, max_length: int) -> tuple[list[int], list[int], bool]:
+    """Encode one example as `input_ids` and `labels` (-100 on prompt tokens), truncated to `max_length`.
+
+    Prompt and response are tokenized separately and concatenated, so the boundary between them is exact
+    (tokenizing the joined text could merge the last prompt and first response characters into one token).
+    The response is followed by eos. When the example is too long, the prompt loses tokens from its start (after
+    bos), so the response survives; a response that alone exceeds the budget loses its end.
+
+    Returns:
+        `tuple[list[int], list[int], bool]`: input ids, labels, and whether the example was truncated.
+    """
+    if max_length < 1:
+        raise ConfigError(f"`max_length` must be at least 1, got {max_length}")
+    prompt_ids = encode_prompt(example, tokenizer)
+    response_ids = list(tokenizer(example.response, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        response_ids.append(tokenizer.eos_token_id)
+
+    truncated = len(prompt_ids) + len(response_ids) > max_length
+    if truncated:
+        bos = tokenizer.bos_token_id
+        prefix = prompt_ids[:1] if bos is not None and prompt_ids[:1] == [bos] and max_length > 1 else []
+        body = prompt_ids[len(prefix) :]
+        room = max_length - len(prefix) - len(response_ids)
+        if room > 0:
+            prompt_ids = prefix + body[len(body) - room :]
+        else:
+            prompt_ids, response_ids = prefix, response_ids[: max_length - len(prefix)]
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return prompt_ids + response_ids, labels, truncated
+
+
+def encode_replay(
+    examples: Sequence[ReplayExample], tokenizer: Any, max_length: int
+) -> list[tuple[list[int], list[int]]]:
+    """Encode every example with `encode_example`; warn once if any had to be truncated.
+
+    Raises:
+        `ReplayDataError`: `examples` is empty.
+
+    Warns:
+        `HeteroFusionWarning`: with the number of truncated examples and their lines (never silently dropped).
+    """
+    if not examples:
+        raise ReplayDataError("no replay examples to encode; the replay set needs at least one example")
+    encoded, truncated_lines = [], []
+    for example in examples:
+        input_ids, labels, truncated = encode_example(example, tokenizer, max_length)
+        encoded.append((input_ids, labels))
+        if truncated:
+            truncated_lines.append(example.line)
+    if truncated_lines:
+        lines = [str(n) for n in truncated_lines if n > 0]
+        where = f" (lines {', '.join(lines[:5])}{', ...' if len(lines) > 5 else ''})" if lines else ""
+        warnings.warn(
+            f"{len(truncated_lines)} of {len(examples)} replay examples exceed max_length={max_length} tokens and "
+            f"were truncated{where}; raise `max_length` to keep them whole",
+            HeteroFusionWarning,
+            stacklevel=2,
+        )
+    return encoded
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch of `(input_ids, labels)` to its longest sequence.
+
+    Returns:
+        `dict[str, torch.Tensor]`: `input_ids`, `attention_mask` (1 on real tokens) and `labels` (-100 on padding),
+        each `(batch, longest)` int64.
+    """
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for row, (ids, labs) in enumerate(batch):
+        if len(ids) != len(labs):
+            raise ValueError(f"batch item {row} has {len(ids)} input ids but {len(labs)} labels")
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, : len(labs)] = torch.tensor(labs, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else eos (padding never reaches the loss), else 0."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _special_prefix(tokenizer: Any) -> list[int]:
+    """The special tokens the tokenizer puts before a text by itself (usually `[bos]` or nothing)."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
+    # Find where the plain encoding starts inside the full one; what precedes it is the prefix.
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
