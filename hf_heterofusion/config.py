@@ -148,6 +148,8 @@ class FusionConfig(BaseModel):
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if isinstance(data, dict):
+            data = resolve_relative(data, path.parent)
         return cls.from_mapping(data, where=str(path))
 
     def to_yaml(self) -> str:
@@ -159,6 +161,26 @@ class FusionConfig(BaseModel):
 
 
 PARAMETER_KEYS = tuple(k for k in FusionConfig.model_fields if k not in ("target_model", "target_adapter", "sources"))
+
+
+def resolve_relative(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Input paths relative to the config file's folder become absolute when they exist there (Hub ids stay)."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).is_absolute() and (folder / value).exists():
+            return str((folder / value).resolve())
+        return value
+
+    out = dict(data)
+    for key in ("target_model", "target_adapter", "replay"):
+        if key in out:
+            out[key] = fix(out[key])
+    if isinstance(out.get("sources"), list):
+        out["sources"] = [
+            fix(s) if isinstance(s, str) else ({**s, "adapter": fix(s.get("adapter"))} if isinstance(s, dict) else s)
+            for s in out["sources"]
+        ]
+    return out
 
 
 def _explain(err: ValidationError, where: str) -> str:

@@ -199,9 +199,9 @@ def _gen_sentiment(rng: random.Random, lex: Lexicon) -> tuple[str, str]:
 def _gen_topic(rng: random.Random, lex: Lexicon) -> tuple[str, str]:
     (person, other), loc, food = _pick(rng, lex.persons, 2), rng.choice(lex.locations), rng.choice(lex.foods)
     by_topic = {
-        "sport": [f"{person} won the race in {loc}.", f"{person} scored a goal.", f"{person} beat {other} at golf."],
-        "food": [f"{person} cooked {food} in {loc}.", f"{person} ate {food}.", f"{person} baked {food} for {other}."],
-        "weather": [f"It snowed in {loc}.", f"{person} saw a storm in {loc}.", f"{person} and {other} got wet."],
+        "sport": [f"{person} won the race.", f"{person} and {other} ran in {loc}.", f"{person} beat {other} at golf."],
+        "food": [f"{person} cooked {food}.", f"{person} ate {food} in {loc}.", f"{person} baked {food} for {other}."],
+        "weather": [f"It snowed in {loc}.", f"{person} and {other} got wet in {loc}.", f"{person} saw a storm."],
     }
     label = rng.choice(sorted(by_topic))
     return rng.choice(by_topic[label]), label

@@ -11,3 +11,37 @@ os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 pytest_plugins = ["hf_heterofusion.testing.fixtures"]
+
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+SMALL = dict(block_size="auto", embed_dim=32, num_heads=4, max_position_embeddings=32, num_projections=16,
+             epochs=1, gradient_accumulation_steps=2, lr=1e-3, checkpoint_every=0)
+
+
+@pytest.fixture(scope="session")
+def replay_file(tmp_path_factory):
+    """A tiny plain-shape replay set (8 examples)."""
+    path = tmp_path_factory.mktemp("replay") / "replay.jsonl"
+    rows = [{"prompt": f"Name the colour {i}:", "response": f" colour {i % 3}"} for i in range(8)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def make_config(fixture_zoo, replay_file):
+    """Build a small FusionConfig: llama target + anchor, sources of the given families."""
+    from hf_heterofusion.config import FusionConfig
+
+    def build(sources=("qwen2", "phi3"), *, target="llama", ranks=None, **overrides):
+        ranks = ranks or [4] * len(sources)
+        srcs = [str(fixture_zoo.adapter(f, r=r, seed=10 + i)) for i, (f, r) in enumerate(zip(sources, ranks))]
+        data = dict(SMALL, target_model=str(fixture_zoo.model(target)), target_adapter=str(fixture_zoo.adapter(target)),
+                    sources=srcs, replay=str(replay_file))
+        data.update(overrides)
+        return FusionConfig.from_mapping(data)
+
+    return build

@@ -162,13 +162,13 @@ class Handler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head: bool = False) -> None:
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        if not head and self.command != "HEAD":
+        if self.command != "HEAD":
             self.wfile.write(body)
 
     def _json(self, data: Any, status: int = 200) -> None:
@@ -220,6 +220,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _files(self, sha: str) -> dict[str, dict]:
         return self.server.store.state["commits"][sha]["files"]
+
+    def _repo_at(self, kind: str, ns: str, name: str, rev: str, write: bool = False) -> tuple[str, dict, str]:
+        """(key, repo record, commit sha) of a readable (or writable) repo at a revision."""
+        key, repo = self._repo(kind, ns, name, write=write)
+        return key, repo, self._resolve(key, repo, rev)[1]
 
     def _entry(self, path: str, rec: dict) -> dict:
         entry = {"type": "file", "oid": rec["oid"], "size": rec["size"], "path": path}
@@ -283,15 +288,14 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- reads ----------------------------------------------------------------------------------------------------------
     def repo_info(self, kind: str, ns: str, name: str, rev: str = "main") -> None:
-        key, repo = self._repo(kind, ns, name)
-        _, sha = self._resolve(key, repo, rev)
+        key, repo, sha = self._repo_at(kind, ns, name, rev)
         commit = self.server.store.state["commits"][sha]
         siblings = []
         for path, rec in sorted(commit["files"].items()):
+            entry = self._entry(path, rec)
             sib = {"rfilename": path, "size": rec["size"], "blobId": rec["oid"]}
-            if rec["lfs"]:
-                pointer = len(_lfs_pointer(rec["sha256"], rec["size"]))
-                sib["lfs"] = {"size": rec["size"], "sha256": rec["sha256"], "pointerSize": pointer}
+            if "lfs" in entry:  # same facts as the tree entry, but the sha256 key is spelled differently
+                sib["lfs"] = {"size": rec["size"], "sha256": rec["sha256"], "pointerSize": entry["lfs"]["pointerSize"]}
             siblings.append(sib)
         repo_id = f"{ns}/{name}"
         self._json({
@@ -301,8 +305,7 @@ class Handler(BaseHTTPRequestHandler):
         })  # fmt: skip
 
     def tree(self, kind: str, ns: str, name: str, rev: str, path: str = "") -> None:
-        key, repo = self._repo(kind, ns, name)
-        _, sha = self._resolve(key, repo, rev)
+        _, _, sha = self._repo_at(kind, ns, name, rev)
         files, prefix = self._files(sha), path.strip("/") + "/" if path.strip("/") else ""
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("1", "true")
         entries: dict[str, dict] = {}
@@ -321,8 +324,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(list(entries.values()))
 
     def paths_info(self, kind: str, ns: str, name: str, rev: str) -> None:
-        key, repo = self._repo(kind, ns, name)
-        _, sha = self._resolve(key, repo, rev)
+        _, _, sha = self._repo_at(kind, ns, name, rev)
         if "json" in self.headers.get("Content-Type", ""):
             paths = self._body_json().get("paths", [])
         else:
@@ -339,7 +341,9 @@ class Handler(BaseHTTPRequestHandler):
     def refs(self, kind: str, ns: str, name: str) -> None:
         _, repo = self._repo(kind, ns, name)
         out: dict[str, list] = {"branches": [], "tags": [], "converts": [], "pullRequests": []}
-        for ref, sha in sorted(repo["refs"].items()):
+        with self.server.store.lock:  # a commit may add a ref while we iterate
+            refs = sorted(repo["refs"].items())
+        for ref, sha in refs:
             group, short = ref.split("/")[1], ref.split("/", 2)[2]
             bucket = {"heads": "branches", "tags": "tags", "pr": "pullRequests"}[group]
             out[bucket].append({"name": short if bucket != "pullRequests" else ref, "ref": ref, "targetCommit": sha})
@@ -348,8 +352,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(out)
 
     def commits(self, kind: str, ns: str, name: str, rev: str) -> None:
-        key, repo = self._repo(kind, ns, name)
-        _, sha = self._resolve(key, repo, rev)
+        _, _, sha = self._repo_at(kind, ns, name, rev)
         out, commits = [], self.server.store.state["commits"]
         while sha is not None:
             c = commits[sha]
@@ -361,8 +364,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(out)
 
     def resolve(self, ns: str, name: str, rev: str, path: str, prefix: str = "") -> None:
-        key, repo = self._repo(prefix.rstrip("/") or "models", ns, name)
-        _, sha = self._resolve(key, repo, rev)
+        _, _, sha = self._repo_at(prefix.rstrip("/") or "models", ns, name, rev)
         rec = self._files(sha).get(path)
         if rec is None:
             raise HubHTTPError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": sha})
@@ -400,8 +402,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json({"standardEnvVars": [], "harnesses": {}})  # the client's telemetry registry: nothing to detect
 
     def preupload(self, kind: str, ns: str, name: str, rev: str) -> None:
-        key, repo = self._repo(kind, ns, name, write=True)
-        _, sha = self._resolve(key, repo, rev)
+        _, _, sha = self._repo_at(kind, ns, name, rev, write=True)
         current, out = self._files(sha), []
         for item in self._body_json().get("files", []):
             sample, size, path = base64.b64decode(item.get("sample", "")), int(item["size"]), item["path"]
@@ -478,24 +479,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def branch(self, kind: str, ns: str, name: str, branch: str) -> None:
         key, repo = self._repo(kind, ns, name, write=True)
-        ref = f"refs/heads/{branch}"
+        if self.command == "POST":
+            return self._add_ref(key, repo, f"refs/heads/{branch}", self._body_json().get("startingPoint") or "main")
         with self.server.store.lock:
-            if self.command == "DELETE":
-                if repo["refs"].pop(ref, None) is None:
-                    raise HubHTTPError(404, f"Branch {branch} not found", "RevisionNotFound")
-            elif ref in repo["refs"]:
-                raise HubHTTPError(409, f"Reference already exists: {ref}")
-            else:
-                repo["refs"][ref] = self._resolve(key, repo, self._body_json().get("startingPoint") or "main")[1]
+            if repo["refs"].pop(f"refs/heads/{branch}", None) is None:
+                raise HubHTTPError(404, f"Branch {branch} not found", "RevisionNotFound")
             self.server.store.save()
         self._json({})
 
     def tag(self, kind: str, ns: str, name: str, rev: str) -> None:
         key, repo = self._repo(kind, ns, name, write=True)
-        ref = f"refs/tags/{self._body_json().get('tag', '')}"
+        self._add_ref(key, repo, f"refs/tags/{self._body_json().get('tag', '')}", rev)
+
+    def _add_ref(self, key: str, repo: dict, ref: str, rev: str) -> None:
         with self.server.store.lock:
             if ref in repo["refs"]:
-                raise HubHTTPError(409, f"Tag already exists: {ref}")
+                raise HubHTTPError(409, f"Reference already exists: {ref}")
             repo["refs"][ref] = self._resolve(key, repo, rev)[1]
             self.server.store.save()
         self._json({})

@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`hf-heterofusion`: a thin shell over the library.
+
+Subcommands: `fuse` (a FusionConfig YAML), `merge` / `check` (a mergekit YAML, every mergekit-yaml option),
+`pull` / `push` / `card` (Hub and model card), `demo` (the built-in end-to-end example).
+User errors (`HeteroFusionError`) print one line and exit with status 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import HeteroFusionError
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from .config import FusionConfig
+    from .pipeline import fuse
+
+    cfg = FusionConfig.from_yaml(args.config)
+    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    if overrides:
+        cfg = FusionConfig.from_mapping({**cfg.model_dump(), **_parse_values(overrides)}, where="--set")
+    result = fuse(cfg, args.out_dir, overwrite=args.overwrite, config_yaml=open(args.config, encoding="utf-8").read())
+    if result is not None:
+        print(f"fused adapter written to {result.out_dir}")
+    return 0
+
+
+def _parse_values(overrides: dict[str, str]) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in overrides.items()}
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out_dir, overwrite=args.overwrite, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-heterofusion",
+        description="Fuse LoRA experts from different model families into one adapter for a target model "
+        "(HeteroFusion, arXiv 2604.01674).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fuse = sub.add_parser("fuse", help="run a fusion from a HeteroFusion config YAML")
+    fuse.add_argument("config", help="YAML with target_model, target_adapter, sources, replay and parameters")
+    fuse.add_argument("out_dir", help="output directory (PEFT adapter, report, card)")
+    fuse.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    fuse.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    fuse.set_defaults(func=_cmd_fuse)
+
+    demo = sub.add_parser("demo", help="run the built-in offline example end to end and print the scores")
+    demo.add_argument("--out-dir", default="out/demo", help="where the demo writes (default: out/demo)")
+    demo.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    demo.add_argument("--quick", action="store_true", help="fewer steps (used by the tests)")
+    demo.set_defaults(func=_cmd_demo)
+
+    for module, hook in (("merge_cli", "add_merge_commands"), ("hub_cli", "add_hub_commands")):
+        try:
+            mod = __import__(f"{__package__}.{module}", fromlist=[hook])
+        except ImportError as err:  # pragma: no cover - both modules ship with the package
+            if err.name and err.name.endswith(module):
+                continue
+            raise
+        getattr(mod, hook)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HeteroFusionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; outputs were not written (rerun to resume from the last checkpoint)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

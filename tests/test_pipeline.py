@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: Apache-2.0
+"""End to end: Llama target + Qwen2 and Phi-3 sources -> train a few steps -> export -> reload with PEFT."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from hf_heterofusion.adapters import load_adapter
+from hf_heterofusion.pipeline import fit, fuse, prepare
+
+
+def _load(out_dir):
+    return load_file(out_dir / "adapter_model.safetensors")
+
+
+def test_fuse_end_to_end_reloads_with_peft_and_generates(make_config, fixture_zoo, tmp_path):
+    cfg = make_config(max_steps=3)
+    result = fuse(cfg, tmp_path / "out", show_progress=False)
+    out = result.out_dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "fusion_report.json", "loss_curve.png",
+                 "heterofusion_config.yml"):
+        assert (out / name).is_file(), name
+    base = AutoModelForCausalLM.from_pretrained(fixture_zoo.model("llama"))
+    model = PeftModel.from_pretrained(base, out).eval()
+    generated = model.generate(input_ids=torch.tensor([[1, 40, 41]]), max_new_tokens=4, do_sample=False)
+    assert generated.shape == (1, 7)
+
+    report = json.loads((out / "fusion_report.json").read_text())
+    assert report["training"]["optimizer_steps"] == 3
+    assert set(report["roles"]) == {"q", "k", "v", "o", "gate", "up", "down"}
+    assert abs(sum(s["contribution"] for s in report["sources"]) - 1) < 1e-6
+    for role in report["roles"].values():
+        assert 0 <= role["gate_sparsity"] <= 1 and role["parameters"] > 0
+    assert [p["source"] for p in report["alignment"]["per_source"]] == [0, 1]
+
+
+def test_b_only_keeps_every_A_and_changes_aligned_B(make_config, fixture_zoo, tmp_path):
+    cfg = make_config(max_steps=2)
+    tensors = fit(cfg, show_progress=False).tensors
+    anchor = load_adapter(fixture_zoo.adapter("llama"))
+    prepared = prepare(cfg)
+    aligned = {mm.target.module for g in prepared.groups for mm in g.matched}
+    for key, value in anchor.tensors.items():
+        module = key.rsplit(".lora_", 1)[0]
+        if ".lora_A." in key or module not in aligned:
+            assert torch.equal(tensors[key], value), key
+    changed = [k for k in tensors if ".lora_B." in k and not torch.equal(tensors[k], anchor.tensors[k])]
+    assert changed and all(k.rsplit(".lora_", 1)[0] in aligned for k in changed)
+
+
+def test_without_training_the_zero_decoder_exports_the_target_exactly(make_config, fixture_zoo):
+    cfg = make_config(max_steps=0, replay=None)
+    tensors = fit(cfg, show_progress=False).tensors
+    anchor = load_adapter(fixture_zoo.adapter("llama"))
+    assert tensors.keys() == anchor.tensors.keys()
+    for key in tensors:
+        assert torch.equal(tensors[key], anchor.tensors[key]), key
+
+
+def test_same_seed_gives_identical_tensors_and_other_seed_differs(make_config):
+    a = fit(make_config(max_steps=2, seed=3), show_progress=False).tensors
+    b = fit(make_config(max_steps=2, seed=3), show_progress=False).tensors
+    c = fit(make_config(max_steps=2, seed=4), show_progress=False).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_gradients_reach_only_transfer_nets_and_alphas(make_config):
+    from hf_heterofusion.fusion import FusionModel
+    from hf_heterofusion.patching import patch_lora_weights
+    from hf_heterofusion.pipeline import _load_target
+
+    cfg = make_config()
+    prepared = prepare(cfg)
+    model, _ = _load_target(prepared, cfg)
+    fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, 2)
+    with torch.no_grad():  # move off the zero init so the gradient reaches every net parameter
+        for net in fusion.nets.values():
+            net.decoder_out.weight.normal_(0, 0.01)
+    out = fusion(generator=torch.Generator().manual_seed(0))
+    with patch_lora_weights(model, out.b_patches, out.a_patches):
+        loss = model(input_ids=torch.tensor([[1, 30, 31, 32]]), labels=torch.tensor([[1, 30, 31, 32]])).loss
+    (loss + out.regulariser).backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is not None for p in fusion.alphas.values())
+    for name, p in fusion.named_parameters():
+        if "source_embedding" not in name:
+            assert p.grad is not None, name
+
+
+def test_unequal_source_rank_is_refactored_and_reported(make_config):
+    cfg = make_config(sources=("qwen2", "mistral"), ranks=[8, 2], max_steps=1)
+    prepared = prepare(cfg)
+    assert all(m.rank == 4 for s in prepared.sources for m in s.modules)
+    r8, r2 = prepared.source_reports
+    assert r8["original_rank"] == 8 and 0 < r8["energy_kept"] < 1
+    assert r2["original_rank"] == 2 and r2["energy_kept"] == pytest.approx(1.0)
