@@ -13,8 +13,8 @@ Example:
     ```python
     >>> task = get_task("ner_person", vocab="tiny")
     >>> train, replay, test = make_splits(task, seed=0, n_train=200, n_replay=30, n_test=50)
-    >>> train[0]
-    {'prompt': 'Persons in: Ann met Bob in Oslo.\n', 'response': 'person: Ann; person: Bob', 'task': 'ner_person'}
+    >>> train[1]
+    {'prompt': 'Persons in: Cy met Ann in Lima.\\n', 'response': 'person: Cy; person: Ann', 'task': 'ner_person'}
     ```
 """
 
@@ -256,35 +256,40 @@ def make_splits(
     wanted = n_train + n_replay + n_test
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
-    attempts = 0
+    misses = 0
     while len(rows) < wanted:
-        attempts += 1
-        if attempts > 200 * wanted + 1000:
+        # The draws are not uniform, so rare prompts take a while; this many repeats in a row means exhausted.
+        if misses > 5000:
             raise ConfigError(
                 f"task `{task.name}` produced only {len(rows)} distinct prompts, {wanted} wanted; "
                 "ask for fewer examples or use the `full` vocabulary"
             )
         prompt, answer = task.sample(rng)
-        if prompt not in seen:
-            seen.add(prompt)
-            rows.append({"prompt": prompt, "response": answer, "task": task.name})
+        if prompt in seen:
+            misses += 1
+            continue
+        misses = 0
+        seen.add(prompt)
+        rows.append({"prompt": prompt, "response": answer, "task": task.name})
     return rows[:n_train], rows[n_train : n_train + n_replay], rows[n_train + n_replay :]
 
 
-def make_corpus(seed: int, n: int, *, vocab: Vocab = "full") -> list[str]:
+def make_corpus(seed: int, n: int, *, vocab: Vocab = "full", repeat_frac: float = 0.5) -> list[str]:
     """`n` plain sentences drawn from all tasks' generators (no instructions, no answers).
 
     A tiny random model first learns the words and sentence shapes here, so that LoRA experts start from a model
     that "reads" the texts, much as real experts start from a pretrained model. Answers are left out on purpose:
-    the base model must not already know the tasks, or no expert would beat it.
+    the base model must not already know the tasks, or no expert would beat it. A `repeat_frac` share of the
+    lines says its sentence twice: predicting the repeat teaches the model to copy earlier words (induction),
+    the skill extraction answers need, without showing any task format.
     """
     rng = random.Random(f"corpus:{seed}")
     tasks = [get_task(name, vocab=vocab) for name in TASK_NAMES]
     texts = []
     for _ in range(n):
         task = rng.choice(tasks)
-        text, _ = task.generate(rng, task.lexicon)
-        texts.append(text.split(" | ")[-1])
+        text = task.generate(rng, task.lexicon)[0].split(" | ")[-1]
+        texts.append(f"{text} {text}" if rng.random() < repeat_frac else text)
     return texts
 
 

@@ -546,7 +546,8 @@ class FakeHub:
         self._servers = [self._make_server(host, port, False), self._make_server(host, 0, True)]
         self.url = self._servers[0].public_url
         self.cdn_url = self._servers[1].public_url
-        self._threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self._servers]
+        # A short poll interval makes stop() quick (the stdlib default of 0.5 s adds up over many tests).
+        self._threads = [threading.Thread(target=s.serve_forever, args=(0.05,), daemon=True) for s in self._servers]
         for thread in self._threads:
             thread.start()
 

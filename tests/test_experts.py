@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LoRA experts: a few SFT steps on a tiny model lower the loss, are seeded, continue an adapter; evaluation runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_heterofusion.errors import AdapterNotFoundError, ConfigError
+from hf_heterofusion.experts import (
+    TRAINING_LOG_NAME,
+    evaluate,
+    generate_answers,
+    load_model,
+    lr_at,
+    train_base_lm,
+    train_lora_expert,
+)
+from hf_heterofusion.replay import examples_from_rows
+from hf_heterofusion.synthetic import get_task, make_corpus, make_splits
+from hf_heterofusion.testing.factories import LLAMA_STYLE_MODULES
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # Two CPU cores are shared by every test worker; one thread is also the deterministic choice.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def task_rows():
+    task = get_task("ner_person", vocab="tiny")
+    train, _, test = make_splits(task, seed=0, n_train=16, n_replay=0, n_test=6)
+    return task, train, test
+
+
+@pytest.fixture(scope="module")
+def expert(llama_target, task_rows, tmp_path_factory):
+    _, train, _ = task_rows
+    out = tmp_path_factory.mktemp("experts") / "ner_person"
+    return train_lora_expert(llama_target, train, out, r=4, lora_alpha=8, steps=8, lr=1e-2, batch_size=8, seed=1)
+
+
+def _losses(path):
+    return json.loads((path / TRAINING_LOG_NAME).read_text())["losses"]
+
+
+def test_expert_training_lowers_loss(expert):
+    losses = _losses(expert)
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] - 0.3  # a random tiny model: loss starts near log(vocab) and falls steadily
+    config = json.loads((expert / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["lora_alpha"] == 8
+    assert set(config["target_modules"]) == set(LLAMA_STYLE_MODULES)  # "all-linear", expanded by PEFT
+    tensors = load_file(expert / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in tensors.items())  # B left zero-init
+
+
+def test_expert_training_is_seeded(expert, llama_target, task_rows, tmp_path):
+    _, train, _ = task_rows
+    again = train_lora_expert(llama_target, train, tmp_path / "again", r=4, lora_alpha=8, steps=8, lr=1e-2,
+                              batch_size=8, seed=1)  # fmt: skip
+    first, second = load_file(expert / "adapter_model.safetensors"), load_file(again / "adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert _losses(again) == _losses(expert)
+
+
+def test_continue_an_existing_adapter(expert, llama_target, task_rows, tmp_path):
+    _, train, _ = task_rows
+    # r and lora_alpha are ignored: the adapter being continued fixes them.
+    out = train_lora_expert(llama_target, train, tmp_path / "cont", init_adapter=expert, r=16, steps=2, lr=1e-2)
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 4
+    before, after = load_file(expert / "adapter_model.safetensors"), load_file(out / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert _losses(out)[0] < _losses(expert)[0]  # it starts where the expert left off, not from scratch
+
+
+def test_evaluate_runs_and_batching_does_not_change_answers(expert, llama_target, task_rows):
+    task, _, test = task_rows
+    value = evaluate(llama_target, expert, task, test, max_new_tokens=12, batch_size=4)
+    assert 0.0 <= value <= 100.0
+    model, tokenizer = load_model(llama_target, expert)
+    examples = examples_from_rows(test)
+    batched = generate_answers(model, tokenizer, examples, max_new_tokens=12, batch_size=6)
+    single = generate_answers(model, tokenizer, examples, max_new_tokens=12, batch_size=1)
+    assert batched == single  # left padding keeps each row's continuation intact
+    assert all("\n" not in answer for answer in batched)
+
+
+def test_train_base_lm_saves_a_loadable_model(llama_target, tmp_path):
+    out = train_base_lm(llama_target, make_corpus(0, 32, vocab="tiny"), steps=4, lr=3e-3, batch_size=8,
+                        out_dir=tmp_path / "pre")  # fmt: skip
+    losses = _losses(out)
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    model, tokenizer = load_model(out)
+    assert tokenizer.eos_token_id is not None and sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_argument_errors(llama_target, task_rows, tmp_path):
+    _, train, _ = task_rows
+    with pytest.raises(ConfigError, match="give a positive `steps` or `epochs`"):
+        train_lora_expert(llama_target, train, tmp_path / "x", epochs=None)
+    with pytest.raises(ConfigError, match="`batch_size` must be at least 1"):
+        train_lora_expert(llama_target, train, tmp_path / "x", steps=1, batch_size=0)
+    with pytest.raises(AdapterNotFoundError, match="base model folder .*missing does not exist"):
+        train_lora_expert(tmp_path / "missing", train, tmp_path / "x", steps=1)
+
+
+def test_lr_schedule():
+    assert [round(lr_at(s, 20, 1.0), 3) for s in (0, 1)] == [1.0, 1.0]  # 5 % of 20 steps = 1 warmup step
+    assert lr_at(0, 100, 1.0) == pytest.approx(0.2) and lr_at(4, 100, 1.0) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0) < 0.01
