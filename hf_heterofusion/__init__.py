@@ -1,4 +1,45 @@
 # SPDX-License-Identifier: Apache-2.0
-"""hf_heterofusion: fuse LoRA experts from different model families into one adapter (HeteroFusion)."""
+"""hf_heterofusion: fuse LoRA experts from different model families into one adapter (HeteroFusion).
+
+    >>> from hf_heterofusion import FusionConfig, fuse
+    >>> cfg = FusionConfig(target_model="llama", target_adapter="llama-task-a", sources=["qwen-task-b"],
+    ...                    replay="replay.jsonl")
+    >>> fuse(cfg, "out/fused")
+
+Public names are imported lazily, so `import hf_heterofusion` (and `hf-heterofusion --version`) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AlignmentPlan": "align",
+    "FusionConfig": "config",
+    "FusionResult": "pipeline",
+    "HeteroFusionError": "errors",
+    "HeteroFusionWarning": "errors",
+    "LoraAdapter": "adapters",
+    "SourceSpec": "config",
+    "align_layers": "align",
+    "fit": "pipeline",
+    "fuse": "pipeline",
+    "load_adapter": "adapters",
+    "match_modules": "align",
+    "patch_lora_weights": "patching",
+    "plan_alignment": "align",
+    "prepare": "pipeline",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_heterofusion' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -111,6 +111,7 @@ def load_adapter(path: str | Path, *, allow_pickle: bool = False, base_config: d
         base_config = _local_base_config(path, config)
     tensors = _read_tensors(path, allow_pickle)
     modules, other = _role_modules(path, config, tensors, base_config)
+    _check_base_config(path, modules, base_config)
     layers = [m.layer for m in modules]
     num_layers = int((base_config or {}).get("num_hidden_layers") or (max(layers) + 1 if layers else 0))
     return LoraAdapter(path, config, tensors, tuple(modules), num_layers, base_config, tuple(other))
@@ -124,11 +125,13 @@ def _read_config(path: Path) -> dict:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterFormatError(f"{cfg_path} is not valid JSON ({err}); re-save the adapter with PEFT") from None
+    except OSError as err:
+        raise AdapterNotFoundError(f"cannot read {cfg_path} ({err.strerror}); check its permissions") from None
     if not isinstance(config, dict):
         raise AdapterFormatError(f"{cfg_path} must hold a JSON object")
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
-        raise AdapterFormatError(f"{path} is a {peft_type} adapter; HeteroFusion fuses LoRA adapters only")
+        raise AdapterFormatError(f"{path} has `peft_type: {peft_type}`; HeteroFusion fuses LoRA adapters only")
     if config.get("use_dora"):
         raise AdapterFormatError(f"{path} is a DoRA adapter; only plain LoRA is supported (retrain without use_dora)")
     return config
@@ -171,8 +174,24 @@ def _read_tensors(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
         raise AdapterFormatError(f"{path} has no {ADAPTER_WEIGHTS_NAME}; it is not a complete PEFT adapter")
     for key, value in tensors.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
-            raise AdapterFormatError(f"{path}: tensor `{key}` contains NaN or Inf values; the adapter is unusable")
+            nan, inf = int(value.isnan().sum()), int(value.isinf().sum())
+            raise AdapterFormatError(f"{path}: tensor `{key}` contains {nan} NaN and {inf} Inf values; the adapter "
+                                     f"is unusable (its training diverged?), retrain or re-export it")
     return tensors
+
+
+def _check_base_config(path: Path, modules: list[LoraModule], base_config: dict | None) -> None:
+    """The tensors must fit the base config they are read with: layer indices below its depth, inputs of the
+    q/k/v/gate/up projections equal to its hidden size (o and down inputs vary by family, so they are not checked)."""
+    depth, hidden = (base_config or {}).get("num_hidden_layers"), (base_config or {}).get("hidden_size")
+    fix = "use the adapter trained on that base, or fix `base_model_name_or_path` in adapter_config.json"
+    for m in modules:
+        if isinstance(depth, int) and m.layer >= depth:
+            raise AdapterFormatError(f"{path}: module `{m.module}` is in layer {m.layer} but the base model's "
+                                     f"config.json has `num_hidden_layers: {depth}`; {fix}")
+        if isinstance(hidden, int) and m.role in ("q", "k", "v", "gate", "up") and m.A.shape[1] != hidden:
+            raise AdapterFormatError(f"{path}: module `{m.module}` takes {m.A.shape[1]} inputs but the base model's "
+                                     f"config.json has `hidden_size: {hidden}`; {fix}")
 
 
 def _role_modules(
@@ -189,7 +208,9 @@ def _role_modules(
     modules: list[LoraModule] = []
     for module, factors in sorted(pairs.items()):
         if set(factors) != {"A", "B"}:
-            raise AdapterFormatError(f"{path}: module `{module}` has lora_{''.join(factors)} but not both A and B")
+            missing = "lora_B" if "A" in factors else "lora_A"
+            raise AdapterFormatError(f"{path}: module `{module}` has no {missing} tensor; the adapter file is "
+                                     f"incomplete, re-save it with PEFT")
         A, B = factors["A"].float(), factors["B"].float()
         if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
             raise AdapterFormatError(

@@ -64,7 +64,7 @@ def _ref(name: str | None, revision: str | None) -> dict[str, Any]:
     if hub_id is None:
         # Only the folder name: a full local path would publish the author's directory layout.
         label = Path(str(name or "?").rstrip("/")).name or str(name)
-        return {"hub_id": None, "md": f"local: `{label}`", "load": f"path/to/{label}", "short": "local"}
+        return {"hub_id": None, "md": f"`{label}` (local)", "load": f"path/to/{label}", "short": "local"}
     rev = revision or (name.split("@", 1)[1] if name and "@" in name else None)
     url = f"{HUB_URL}/{hub_id}" + (f"/tree/{rev}" if rev else "")
     return {"hub_id": hub_id, "md": f"[{hub_id}]({url})", "load": hub_id, "short": (rev or "main")[:12]}
@@ -262,15 +262,26 @@ def draw_alignment(report: Mapping[str, Any], path: Path | str) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     sources = report.get("sources", [])
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for plan in per_source:
+    for order, plan in enumerate(per_source):
         pairs = sorted(tuple(p) for p in plan.get("pairs", []))
-        index = plan.get("source", 0)
+        index = plan.get("source", order)
         name = sources[index].get("family") if index < len(sources) else None
         label = f"source {index}" + (f" ({name})" if name else "")
-        ax.plot([t for t, _ in pairs], [s for _, s in pairs], marker="o", markersize=3, label=label)
+        # Sources often share one plan (same depth): shrinking markers and varied dashes keep each one visible.
+        ax.plot(
+            [t for t, _ in pairs],
+            [s for _, s in pairs],
+            marker="osD^v"[order % 5],
+            markersize=max(9 - 2 * order, 3),
+            linestyle=("-", "--", ":", "-.")[order % 4],
+            label=label,
+        )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("target layer")
     ax.set_ylabel("source layer")
     mode = (report.get("alignment") or {}).get("mode", "?")

@@ -24,7 +24,13 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.set or [])
     if overrides:
         cfg = FusionConfig.from_mapping({**cfg.model_dump(), **_parse_values(overrides)}, where="--set")
-    result = fuse(cfg, args.out_dir, overwrite=args.overwrite, config_yaml=open(args.config, encoding="utf-8").read())
+    from pathlib import Path
+
+    from .constants import LOCK_NAME
+
+    lock = Path(args.config).resolve().parent / LOCK_NAME  # written by `hf-heterofusion pull CONFIG.yml`
+    result = fuse(cfg, args.out_dir, overwrite=args.overwrite, lock=lock if lock.is_file() else None,
+                  config_yaml=Path(args.config).read_text(encoding="utf-8"))
     if result is not None:
         print(f"fused adapter written to {result.out_dir}")
     return 0

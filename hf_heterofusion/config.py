@@ -112,17 +112,20 @@ class FusionConfig(BaseModel):
             return tuple({"adapter": v} if isinstance(v, str) else v for v in value)
         return value
 
-    @field_validator("block_size")
+    @field_validator("block_size", mode="before")
     @classmethod
-    def _check_block_size(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= 65536:
-            raise ValueError(f"must be between 1 and 65536 (paper: 4096) or 'auto', got {value}")
+    def _check_block_size(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+            raise ValueError("must be an integer from 1 to 65536 (paper: 4096) or `auto`")
         return value
 
     @model_validator(mode="after")
     def _check_heads(self) -> FusionConfig:
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})")
+            raise ValueError(f"`embed_dim` ({self.embed_dim}) must be a multiple of `num_heads` ({self.num_heads}); "
+                             f"change one of them")
         if self.replay is None and self.max_steps != 0:
             raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
         return self
@@ -146,8 +149,13 @@ class FusionConfig(BaseModel):
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as err:
+            reason = getattr(err, "strerror", None) or type(err).__name__
+            raise ConfigError(f"cannot read config file {path} ({reason}); pass a readable YAML file") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if data is None:
+            raise ConfigError(f"config file {path} is empty; it needs `target_model`, `target_adapter` and `sources`")
         if isinstance(data, dict):
             data = resolve_relative(data, path.parent)
         return cls.from_mapping(data, where=str(path))
@@ -195,10 +203,15 @@ def _explain(err: ValidationError, where: str) -> str:
         return f"{where}: unknown key `{loc}`{hint}"
     if first["type"] == "missing":
         return f"{where}: required key `{loc}` is missing"
-    msg = first["msg"].removeprefix("Value error, ")
+    msg = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if not first["loc"]:  # a check across keys: its message names them
+        return f"{where}: {msg}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{where}: `{loc}` {msg}{shown}"
+    field = FusionConfig.model_fields.get(str(first["loc"][0])) if len(first["loc"]) == 1 else None
+    default = field.default if field is not None and isinstance(field.default, (int, float, str)) else None
+    hint = f"; the default is {default!r}" if default is not None and not isinstance(default, bool) else ""
+    return f"{where}: `{loc}` {msg}{shown}{hint}"
 
 
 def hypernet_parameters(rank: int, block_size: int, embed_dim: int, max_positions: int, *, sources: int = 1,

@@ -25,7 +25,7 @@ from .testing.factories import make_tiny_model
 class DemoSettings:
     pretrain_steps: int = 300
     expert_steps: int = 200
-    n_train: int = 400
+    n_train: int = 380
     n_replay: int = 48  # per task
     n_test: int = 60
     fusion_epochs: int = 2

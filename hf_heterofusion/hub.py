@@ -457,8 +457,14 @@ def _pull_offline(ref: HubRef, kind: str, entry: LockEntry | None, cache_dir: Pa
     return LockEntry(entry.repo_id, entry.revision, entry.sha, entry.kind, str(folder), entry.files)
 
 
-def _uses_from(config_or_refs: Path | str | Sequence[str | HubRef]) -> tuple[list[RefUse], Path | None]:
+def _uses_from(config_or_refs: Path | str | HubRef | Sequence[str | HubRef]) -> tuple[list[RefUse], Path | None]:
     """The references to pull, and the default lock path (next to a config; none for a plain list)."""
+    if isinstance(config_or_refs, HubRef):
+        config_or_refs = [config_or_refs]
+    elif isinstance(config_or_refs, str) and not (
+        Path(config_or_refs).is_file() or config_or_refs.endswith((".yml", ".yaml"))
+    ):
+        config_or_refs = [config_or_refs]  # one `repo_id[@revision]`
     if isinstance(config_or_refs, (str, Path)):
         path = Path(config_or_refs)
         if not path.is_file():
@@ -473,7 +479,7 @@ def _uses_from(config_or_refs: Path | str | Sequence[str | HubRef]) -> tuple[lis
 
 
 def pull(
-    config_or_refs: Path | str | Sequence[str | HubRef],
+    config_or_refs: Path | str | HubRef | Sequence[str | HubRef],
     *,
     token: str | None = None,
     cache_dir: Path | str | None = None,
@@ -491,7 +497,8 @@ def pull(
     shas are served from the cache without any network call. Local references are skipped.
 
     Args:
-        config_or_refs (`Path`, `str` or list): a mergekit YAML path, or references such as `["org/lora@v1"]`.
+        config_or_refs (`Path`, `str` or list): a mergekit YAML path (`.yml`/`.yaml` or an existing file), or one
+            or more references such as `"org/lora@v1"`.
         token (`str`, *optional*): Hub token; defaults to `HF_TOKEN` or the `hf auth login` token.
         cache_dir (`Path`, *optional*): Hub cache; defaults to `HF_HUB_CACHE` or `HF_HOME/hub`, read at call time.
         api (`HfApi`, *optional*): client to use; built for `HF_ENDPOINT` by default.

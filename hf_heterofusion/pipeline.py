@@ -43,6 +43,7 @@ class PreparedFusion:
     groups: tuple[ModuleGroup, ...]
     block_size: int
     untouched: tuple[str, ...]  # target modules that receive nothing
+    target_revisions: dict = field(default_factory=dict)  # pinned shas of Hub inputs
 
     def hypernet_parameters(self) -> dict[str, int]:
         c = self.config
@@ -64,36 +65,48 @@ class FusionResult:
     report: dict = field(repr=False)
 
 
-def resolve_input(ref: str, *, what: str) -> Path:
-    """A local directory for a path or Hub reference (Hub references come from the pull cache/lock)."""
+def resolve_input(ref: str, *, what: str, lock: str | Path | None = None) -> tuple[Path, str | None]:
+    """A local directory for a path or a Hub reference, and the pinned commit sha for Hub references.
+
+    Hub references (`org/name[@revision]`) are looked up in the lock file that `hf-heterofusion pull` wrote, so a
+    fusion always reads exactly the bytes that were pulled.
+    """
     path = Path(ref).expanduser()
     if path.exists():
-        return path
-    try:
-        from .hub import resolve_reference
-    except ImportError:  # pragma: no cover - hub helpers are part of the package
-        resolve_reference = None
-    if resolve_reference is not None and "/" in ref and not ref.startswith((".", "/", "~")):
-        return resolve_reference(ref, what=what)
-    raise AdapterNotFoundError(f"{what} {ref} does not exist; check the path (or `hf-heterofusion pull` Hub ids)")
+        return path, None
+    if lock is None or not Path(lock).is_file():
+        raise AdapterNotFoundError(
+            f"{what} `{ref}` does not exist locally; check the path, or run `hf-heterofusion pull` for Hub ids "
+            f"(it writes heterofusion.lock.json next to the config)"
+        )
+    from .hub import Lock, parse_ref, resolve_with_lock
+
+    pinned = Lock.load(lock)
+    hub_ref = parse_ref(ref)
+    local = resolve_with_lock(hub_ref, pinned)
+    return local, pinned.entries[hub_ref.key].sha
 
 
-def prepare(cfg: FusionConfig) -> PreparedFusion:
-    """Stages 1-3: read and check the adapters, align topologies, build block tokens and spectra."""
-    model_dir = resolve_input(cfg.target_model, what="target model")
+def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFusion:
+    """Stages 1-3: read and check the adapters, align topologies, build block tokens and spectra.
+
+    `lock` is the `heterofusion.lock.json` of `hf-heterofusion pull`, needed when inputs are Hub references.
+    """
+    model_dir, model_sha = resolve_input(cfg.target_model, what="target model", lock=lock)
     model_config = _read_model_config(model_dir, cfg)
-    target = load_adapter(resolve_input(cfg.target_adapter, what="target adapter"),
-                          allow_pickle=cfg.allow_pickle, base_config=model_config)
+    target_dir, target_sha = resolve_input(cfg.target_adapter, what="target adapter", lock=lock)
+    target = load_adapter(target_dir, allow_pickle=cfg.allow_pickle, base_config=model_config)
     _check_against_base(target, model_dir)
     if cfg.update_mode != "b_only" and any(m.rows is not None for m in target.modules):
         raise ConfigError(f"`update_mode: {cfg.update_mode}` cannot update the shared A of fused projections "
                           f"({model_config.get('model_type')} target); use `update_mode: b_only`")
     sources, reports = [], []
     for spec in cfg.sources:
-        raw = load_adapter(resolve_input(spec.adapter, what="source adapter"), allow_pickle=cfg.allow_pickle)
+        source_dir, source_sha = resolve_input(spec.adapter, what="source adapter", lock=lock)
+        raw = load_adapter(source_dir, allow_pickle=cfg.allow_pickle)
         matched, energy = refactor_rank(raw, target.rank)
         sources.append(matched)
-        reports.append(_source_report(spec, raw, energy))
+        reports.append(dict(_source_report(spec, raw, energy), revision=source_sha))
     plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
     matched = match_modules(target, sources, plan)
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
@@ -102,11 +115,11 @@ def prepare(cfg: FusionConfig) -> PreparedFusion:
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
     return PreparedFusion(cfg, model_dir, model_config, target, tuple(sources), tuple(reports), plan, groups,
-                          block_size, untouched)
+                          block_size, untouched, {"model": model_sha, "adapter": target_sha})
 
 
 def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, show_progress: bool = True,
-        prepared: PreparedFusion | None = None) -> FitResult:
+        prepared: PreparedFusion | None = None, lock: str | Path | None = None) -> FitResult:
     """Stages 1-5 and the export pass: train the transfer nets on the replay set and predict the fused adapter."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -116,10 +129,10 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    prepared = prepared or prepare(cfg)
+    prepared = prepared or prepare(cfg, lock=lock)
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     model, tokenizer = _load_target(prepared, cfg)
-    encoded, truncated = _encode_replay(cfg, tokenizer) if cfg.max_steps != 0 else ([], 0)
+    encoded, truncated = _encode_replay(cfg, tokenizer, lock) if cfg.max_steps != 0 else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
     timings["load_s"] = time.perf_counter() - t0
@@ -139,7 +152,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
 
 
 def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,
-         show_progress: bool = True, accelerator=None) -> FusionResult | None:
+         show_progress: bool = True, accelerator=None, lock: str | Path | None = None) -> FusionResult | None:
     """Run the whole fusion and write the PEFT adapter directory (plus report, loss plot, config copy, card).
 
     Returns `None` on non-main processes of a distributed run (only the main process writes).
@@ -149,13 +162,13 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)  # fail before hours of training, not after
     work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"
-    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator)
+    prepared = prepare(cfg, lock=lock)
+    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator, prepared=prepared)
     if accelerator is not None and not accelerator.is_main_process:
         return None
     report = dict(result.report, config_yaml=config_yaml, output_kind="adapter")
     with staged_output(out_dir, overwrite=overwrite) as stage:
-        target = prepare_target_only(cfg)
-        write_adapter(stage, target, result.tensors)
+        write_adapter(stage, prepared.target, result.tensors)
         (stage / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / CONFIG_COPY_NAME).write_text(config_yaml or cfg.to_yaml(), encoding="utf-8")
         write_loss_plot(report["training"]["losses"], stage / LOSS_PLOT_NAME)
@@ -164,10 +177,6 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
 
     shutil.rmtree(work_dir, ignore_errors=True)
     return FusionResult(out_dir, report)
-
-
-def prepare_target_only(cfg: FusionConfig) -> LoraAdapter:
-    return load_adapter(resolve_input(cfg.target_adapter, what="target adapter"), allow_pickle=cfg.allow_pickle)
 
 
 def _write_card(out_dir: Path) -> None:
@@ -185,7 +194,14 @@ def _read_model_config(model_dir: Path, cfg: FusionConfig) -> dict:
     path = model_dir / "config.json"
     if not path.is_file():
         raise AdapterNotFoundError(f"target model {model_dir} has no config.json; pass a transformers model directory")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AdapterFormatError(f"cannot read {path} ({getattr(err, 'strerror', None) or err}); the target model "
+                                 f"folder must hold a transformers config.json") from None
+    if not isinstance(config, dict):
+        raise AdapterFormatError(f"{path} must hold a JSON object; the target model folder is not a transformers model")
+    _check_model_weights(model_dir, cfg)
     if config.get("auto_map") and not cfg.trust_remote_code:
         raise ConfigError(f"target model {model_dir} ships custom code (auto_map), which runs when loaded; "
                           f"set `trust_remote_code: true` only if you trust its author")
@@ -196,8 +212,21 @@ def _read_model_config(model_dir: Path, cfg: FusionConfig) -> dict:
     return config
 
 
+def _check_model_weights(model_dir: Path, cfg: FusionConfig) -> None:
+    """Weights must be safetensors unless `allow_pickle` (transformers would unpickle `pytorch_model.bin`)."""
+    if (model_dir / "model.safetensors").is_file() or (model_dir / "model.safetensors.index.json").is_file():
+        return
+    if not any(model_dir.glob("pytorch_model*.bin")):
+        raise AdapterNotFoundError(f"target model {model_dir} has no weights (model.safetensors); pass a complete "
+                                   f"transformers model directory")
+    if not cfg.allow_pickle:
+        raise AdapterFormatError(f"target model {model_dir} has only pickle weights (pytorch_model.bin), and loading "
+                                 f"pickles can run arbitrary code; convert them to safetensors, or set "
+                                 f"`allow_pickle: true` if you trust their author")
+
+
 def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     index = model_dir / "model.safetensors.index.json"
     files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
@@ -206,8 +235,12 @@ def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     for name in files:
         if not (model_dir / name).is_file():
             return {}
-        with safe_open(model_dir / name, framework="pt") as f:
-            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        try:
+            with safe_open(model_dir / name, framework="pt") as f:
+                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+        except (SafetensorError, OSError) as err:
+            raise AdapterFormatError(f"target model weights {model_dir / name} are corrupt or truncated "
+                                     f"({str(err).splitlines()[0]}); re-download or re-save the model") from None
     return shapes
 
 
@@ -262,20 +295,29 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
-                                                trust_remote_code=cfg.trust_remote_code)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
+                                                    trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:  # transformers' "cannot load" errors; the message says what is missing
+        raise AdapterFormatError(f"transformers cannot load the target model {prepared.target_model_dir} "
+                                 f"({str(err).strip().splitlines()[0]})") from err
     model = PeftModel.from_pretrained(base, prepared.target.path, is_trainable=False)
     model.eval()  # no LoRA or attention dropout while training the nets
     for p in model.parameters():
         p.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(prepared.target_model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(prepared.target_model_dir)
+    except (OSError, ValueError) as err:
+        raise AdapterFormatError(f"target model {prepared.target_model_dir} has no usable tokenizer "
+                                 f"({type(err).__name__}); save it into that folder with "
+                                 f"`tokenizer.save_pretrained`") from err
     return model, tokenizer
 
 
-def _encode_replay(cfg: FusionConfig, tokenizer) -> tuple[list, int]:
+def _encode_replay(cfg: FusionConfig, tokenizer, lock=None) -> tuple[list, int]:
     from .replay import encode_replay, load_replay
 
-    examples = load_replay(resolve_input(cfg.replay, what="replay file"))
+    examples = load_replay(cfg.replay)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         encoded = encode_replay(examples, tokenizer, cfg.max_length)
@@ -317,8 +359,9 @@ def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int,
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
         "target": {
-            "model": cfg.target_model, "adapter": cfg.target_adapter, "model_revision": None,
-            "adapter_revision": None, "family": prepared.target_model_config.get("model_type"),
+            "model": cfg.target_model, "adapter": cfg.target_adapter,
+            "model_revision": prepared.target_revisions.get("model"),
+            "adapter_revision": prepared.target_revisions.get("adapter"), "family": prepared.target_model_config.get("model_type"),
             "num_layers": target.num_layers, "hidden_size": prepared.target_model_config.get("hidden_size"),
             "rank": target.rank, "lora_alpha": target.lora_alpha, "target_modules": list(target.target_modules),
             "license": _license(target.path),

@@ -3,7 +3,7 @@
 
 mergekit 0.1.5 has no plugin entry point: a method exists for mergekit only once something calls
 `mergekit.merge_methods.register` in the process that plans and executes the merge. `register_all()` does that,
-idempotently; `hf-heterofusion merge`, the pytest plugin and the start-up hook (`_mergekit_hook`) call it.
+idempotently; `hf-heterofusion merge`, the pytest plugin and the start-up hook (`hook.py`) call it.
 
 Importing this package is cheap on purpose: no torch, no mergekit, no pydantic. The kernel module and mergekit
 are imported only inside `register_all()`, because the start-up hook imports this package in every Python
@@ -15,7 +15,7 @@ Layout:
 * `yaml_config.py`: a mergekit YAML -> `FusionConfig` (trained mode) or a checked `MergeConfiguration` (data-free);
 * `planner.py`: the trained mode on mergekit's graph engine (`FitHeteroFusion` -> adapter / merged checkpoint);
 * `dry_run.py`: what `hf-heterofusion check` prints;
-* `_mergekit_hook.py`: registration when mergekit's registry is imported, and the optional `.pth` file;
+* `hook.py`: registration when mergekit's registry is imported, and the optional `.pth` file;
 * `*.yml`: example configs (the tests run them); `README.md`: every parameter.
 """
 

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["hf_heterofusion.testing.fixtures"]
+pytest_plugins = ["hf_heterofusion.testing.fixtures", "hf_heterofusion.testing.hub_fixtures"]
 
 
 import json  # noqa: E402

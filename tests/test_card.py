@@ -149,7 +149,7 @@ def test_merged_front_matter_lists_hub_sources_only(tmp_path: Path) -> None:
     assert data["license"] == "apache-2.0"
     # Local inputs appear by folder name only (the YAML block is the exact config, paths included).
     assert "/home/alice" not in text.split("```yaml")[0]
-    assert "local: `mistral-typing`" in text
+    assert "`mistral-typing` (local)" in text
 
 
 def test_card_body_names_pins_alignment_and_yaml(tmp_path: Path) -> None:

@@ -211,7 +211,7 @@ def test_corrupt_cached_file_is_fetched_again(
     good = weights.read_bytes()
     weights.write_bytes(bytes(len(good)))  # same size: only the sha256 check can notice
     with caplog.at_level(logging.WARNING, logger="hf_heterofusion.hub"):
-        again = pull(["alice/tiny-anchor"]).entries["alice/tiny-anchor"]
+        again = pull("alice/tiny-anchor").entries["alice/tiny-anchor"]  # one reference as a plain string
     assert "re-downloading adapter_model.safetensors" in caplog.text
     assert (Path(again.local_path) / "adapter_model.safetensors").read_bytes() == good
 

@@ -29,7 +29,7 @@ REGISTRY_MODULE = "mergekit.merge_methods.registry"
 PTH_NAME = "hf_heterofusion_mergekit.pth"  # sorts after `__editable__.*.pth`, which must run first in dev installs
 # One line, executed by `site` at start-up; a broken or uninstalled package must never break the interpreter.
 PTH_LINE = (
-    'import sys; exec("try:\\n import hf_heterofusion.merge_methods._mergekit_hook as h; h.install_mergekit_hook()'
+    'import sys; exec("try:\\n import hf_heterofusion.merge_methods.hook as h; h.install_mergekit_hook()'
     '\\nexcept Exception:\\n pass")\n'
 )
 _MARKER = "_hf_heterofusion_mergekit_hook"

@@ -1,0 +1,214 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`hf-heterofusion merge | check | mergekit-hook`: mergekit YAML configs through our command.
+
+* `merge CONFIG.yml OUT_DIR [--dry-run] [--overwrite] [every mergekit-yaml option]` is `mergekit-yaml` with the
+  `heterofusion` method registered. Its options are mergekit's own click definitions (`add_merge_options`), so
+  every `mergekit-yaml` flag is accepted and means the same. A config whose `merge_method` is not `heterofusion`
+  runs exactly as `mergekit-yaml` would run it.
+* `check CONFIG.yml` is `merge --dry-run`: it reads configs and adapter headers only and prints the plan, or the
+  one-line reason the fusion cannot run (exit status 2).
+* `mergekit-hook install|uninstall|status` manages the start-up `.pth` file that lets the plain `mergekit-yaml`
+  command find `heterofusion` as well.
+
+The argparse dispatcher in `cli.py` hands everything after `merge` to the click command untouched (the subparser
+has no option prefix), so mergekit's options are parsed by mergekit's definitions and nothing is re-declared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, HeteroFusionError
+
+
+if TYPE_CHECKING:
+    import click
+    from mergekit.options import MergeOptions
+
+
+MERGE_HELP = "run a mergekit YAML (any merge_method; `heterofusion` fuses adapters across families)"
+
+
+def add_merge_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add `merge`, `check` and `mergekit-hook` to the `hf-heterofusion` argparse dispatcher."""
+    # No option prefix: argparse must not parse (or reject) mergekit's flags; click parses them below.
+    merge = subparsers.add_parser("merge", help=MERGE_HELP + "; `merge --help` lists every option",
+                                  add_help=False, prefix_chars="\x00")
+    merge.add_argument("argv", nargs="*")
+    merge.set_defaults(func=lambda args: merge_main(args.argv, catch_errors=False))
+
+    check = subparsers.add_parser("check", help="dry-run a mergekit YAML: alignment, modules, hypernet size, "
+                                                "memory and time estimates (exit 2 if the fusion cannot run)")
+    check.add_argument("config", help="mergekit YAML file")
+    check.set_defaults(func=lambda args: check_config(args.config))
+
+    hook = subparsers.add_parser("mergekit-hook", help="let the plain `mergekit-yaml` command find `heterofusion` "
+                                                       "(a start-up .pth file in this environment)")
+    hook.add_argument("action", choices=("install", "uninstall", "status"))
+    hook.add_argument("--site-dir", help="folder of the .pth file (default: this interpreter's site-packages)")
+    hook.set_defaults(func=_cmd_hook)
+
+
+def merge_main(argv: Sequence[str] | None = None, *, catch_errors: bool = True) -> int:
+    """Run `merge` with command-line arguments; returns the exit status.
+
+    With `catch_errors` (standalone use), a `HeteroFusionError` prints one line and returns 2; otherwise it
+    propagates to the caller's handler (`cli.main` does the same).
+    """
+    import click
+
+    command = merge_command()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = command.main(args=argv, prog_name="hf-heterofusion merge", standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        return err.exit_code
+    except click.Abort:
+        print("aborted", file=sys.stderr)
+        return 1
+    except HeteroFusionError as err:
+        if not catch_errors:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+def check_config(config: str) -> int:
+    """`check CONFIG.yml`: the dry run with mergekit's default options."""
+    from mergekit.options import MergeOptions
+
+    return run_merge_config(config, None, options=MergeOptions(), dry_run=True)
+
+
+def merge_command() -> click.Command:
+    """The click command: our arguments plus mergekit's own option definitions (every `mergekit-yaml` flag)."""
+    import click
+    from mergekit.options import PrettyPrintHelp, add_merge_options
+
+    @click.command("hf-heterofusion merge", cls=PrettyPrintHelp)
+    @click.argument("config_file")
+    @click.argument("out_path", required=False)
+    @click.option("--dry-run", is_flag=True, help="Read configs and adapter headers only; print the fusion plan, "
+                  "memory and time estimates, and exit (2 if the fusion cannot run)")
+    @click.option("--overwrite", is_flag=True, help="heterofusion: replace a non-empty OUT_PATH")
+    @add_merge_options
+    def merge(merge_options: MergeOptions, config_file: str, out_path: str | None, dry_run: bool,
+              overwrite: bool) -> int:
+        """Run a mergekit YAML config with the `heterofusion` method registered (mergekit-yaml compatible)."""
+        if out_path is None and not dry_run:
+            raise click.UsageError("Missing argument 'OUT_PATH' (or pass --dry-run).")
+        merge_options.apply_global_options()
+        return run_merge_config(config_file, out_path, options=merge_options, dry_run=dry_run, overwrite=overwrite)
+
+    return merge
+
+
+def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOptions, dry_run: bool = False,
+                     overwrite: bool = False, echo: Callable[[str], Any] = print) -> int:
+    """Route one mergekit YAML: trained heterofusion, data-free heterofusion, or plain mergekit.
+
+    Returns 0; raises `HeteroFusionError` for user errors (the caller prints it and exits with 2).
+    """
+    from .merge_methods import register_all
+    from .merge_methods.yaml_config import read_merge_yaml
+
+    register_all()
+    doc = read_merge_yaml(config_file)
+    if not doc.is_heterofusion:
+        return _run_plain_mergekit(doc, out_path, options=options, dry_run=dry_run, echo=echo)
+    if doc.mode == "trained":
+        from .merge_methods.yaml_config import trained_job
+
+        job = trained_job(doc, random_seed=options.random_seed, trust_remote_code=options.trust_remote_code)
+        if dry_run:
+            from .merge_methods.dry_run import describe_trained
+
+            echo(describe_trained(job, out_dir=out_path))
+            return 0
+        from .merge_methods.planner import run_trained_merge
+
+        run_trained_merge(job.config, _required(out_path), options=options, config_source=doc.text,
+                          dtype=job.dtype, out_dtype=job.out_dtype, overwrite=overwrite, lock=job.lock)
+        echo(f"heterofusion ({job.config.output}) written to {out_path}")
+        return 0
+    from .merge_methods.yaml_config import data_free_configuration
+
+    config, uses_lora = data_free_configuration(doc)
+    if dry_run:
+        from .merge_methods.dry_run import describe_data_free
+
+        echo(describe_data_free(doc, config))
+        return 0
+    from mergekit.merge import run_merge
+
+    with _lora_merge_cache(options, uses_lora) as opts:
+        run_merge(config, _required(out_path), options=opts, config_source=doc.text)
+    echo(f"heterofusion (data-free) merged model written to {out_path}")
+    return 0
+
+
+def _run_plain_mergekit(doc, out_path: str | None, *, options: MergeOptions, dry_run: bool,
+                        echo: Callable[[str], Any]) -> int:
+    """Exactly what `mergekit-yaml` does with the file (same parse, same `run_merge` call)."""
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+
+    if dry_run:
+        from .merge_methods.dry_run import describe_other
+        from .merge_methods.yaml_config import merge_configuration
+
+        echo(describe_other(doc, merge_configuration(doc)))
+        return 0
+    merge_config = MergeConfiguration.model_validate(yaml.safe_load(doc.text))
+    run_merge(merge_config, _required(out_path), options=options, config_source=doc.text)
+    return 0
+
+
+@contextlib.contextmanager
+def _lora_merge_cache(options: MergeOptions, needed: bool) -> Iterator[MergeOptions]:
+    """mergekit refuses `base+lora` inputs without `--lora-merge-cache`; give it a fresh one for this run.
+
+    A fresh folder also avoids mergekit's stale-cache trap (its cache is keyed on paths, not file contents).
+    """
+    if not needed or options.lora_merge_cache:
+        yield options
+        return
+    with tempfile.TemporaryDirectory(prefix="hf-heterofusion-lora-") as tmp:
+        yield options.model_copy(update={"lora_merge_cache": tmp})
+
+
+def _required(out_path: str | None) -> str:
+    if not out_path:
+        raise ConfigError("OUT_PATH is required unless --dry-run is given")
+    return out_path
+
+
+def _cmd_hook(args: argparse.Namespace) -> int:
+    from .merge_methods import hook
+
+    if args.action == "install":
+        path = hook.install_pth(args.site_dir)
+        print(f"installed {path}: `mergekit-yaml` in this environment now finds `heterofusion`")
+    elif args.action == "uninstall":
+        path = hook.uninstall_pth(args.site_dir)
+        print(f"removed {path}" if path else "the mergekit hook was not installed")
+    else:
+        path = hook.pth_path(args.site_dir)
+        print(f"installed: {path}" if path else f"not installed (would be {hook.default_site_dir() / hook.PTH_NAME})")
+    return 0
+
+
+def yaml_main() -> None:
+    """Console-script entry (`hf-heterofusion-yaml CONFIG OUT [options]`): `mergekit-yaml` with heterofusion."""
+    sys.exit(merge_main())
+
+
+__all__ = ["add_merge_commands", "check_config", "merge_command", "merge_main", "run_merge_config", "yaml_main"]

@@ -1,0 +1,404 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The trained `heterofusion` mode as a mergekit task graph.
+
+mergekit's `MergePlanner` cannot plan this method: it uses one architecture for every input, needs equal depths
+and rejects unequal shapes, and in 0.1.5 a merge method is a pure per-tensor kernel. Its graph engine is generic,
+though, so the trained mode builds its own graph from mergekit's parts:
+
+    FitHeteroFusion                              ONE task: pipeline.fit (align, block, train the nets, export pass)
+      |-> WriteFusedAdapter                      PEFT adapter dir (export.write_adapter), if output adapter/both
+      |-> FoldLoraIntoWeight(LoadTensor(w))      w + scale * B' @ A for every LoRA module of the target
+            |-> SaveTensor -> FinalizeModel      through mergekit's TensorWriter (shards, safetensors, dtype)
+    LoadTensor(w) -> SaveTensor                  every other tensor of the target checkpoint, copied
+
+Only the target base is read through mergekit's loader (`LoadTensor`, lazily, one tensor at a time, with
+`dtype:` applied at load); the source bases are never loaded and the adapters are read by `pipeline.fit`.
+`--out-shard-size`, `--safe-serialization`, `--async-write`, `--write-threads`, `--clone-tensors`, `--device`,
+`--cuda`, `--read-to-gpu` and `--low-cpu-memory` act as in `mergekit-yaml`; `out_dtype:` casts every written
+tensor. The whole output (adapter, merged model, report, configs, card) is written into a staging folder that
+replaces `OUT_DIR` only when complete (`export.staged_output`).
+
+Layouts (`parameters: {output: ...}`):
+
+* `adapter`: OUT_DIR is the PEFT adapter (+ fusion_report.json, loss_curve.png, configs, README.md);
+* `merged`: OUT_DIR is a full checkpoint (config, tokenizer, sharded safetensors) + the same side files;
+* `both`: the adapter at OUT_DIR and the merged checkpoint at OUT_DIR/merged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from mergekit.common import ModelPath, ModelReference, dtype_from_name
+from mergekit.graph import Executor, Task
+from mergekit.io.tasks import FinalizeModel, LoaderCache, LoadTensor, SaveTensor, TensorWriterTask
+
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.constants import (
+    ADAPTER_CONFIG_NAME,
+    ADAPTER_WEIGHTS_NAME,
+    CONFIG_COPY_NAME,
+    LOSS_PLOT_NAME,
+    MERGED_SUBDIR,
+    REPORT_NAME,
+)
+from hf_heterofusion.errors import ConfigError
+from hf_heterofusion.pipeline import FitResult, fit, resolve_input
+
+
+if TYPE_CHECKING:
+    from mergekit.options import MergeOptions
+
+
+LOG = logging.getLogger(__name__)
+MERGEKIT_CONFIG_NAME = "mergekit_config.yml"
+_LORA_A_RE = re.compile(r"^(?P<module>.+)\.lora_A(?P<adapter>\.[^.]+)?\.weight$")
+TOKENIZER_FILES = (
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
+)
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+class FitHeteroFusion(Task[FitResult]):
+    """`pipeline.fit` as one graph node; it holds the config as JSON (hashable), never tensors."""
+
+    config_json: str
+    lock: str | None = None
+    work_dir: str | None = None
+    device: str | None = None
+    show_progress: bool = True
+
+    def arguments(self) -> dict[str, Task]:
+        return {}
+
+    def execute(self, **_kwargs: Any) -> FitResult:
+        cfg = FusionConfig.model_validate_json(self.config_json)
+        return fit(cfg, work_dir=Path(self.work_dir) if self.work_dir else None, lock=self.lock,
+                   accelerator=_accelerator(cfg, self.device), show_progress=self.show_progress)
+
+    def priority(self) -> int:
+        return 100_000  # before any tensor is loaded: loads would otherwise sit in memory during training
+
+    def main_thread_only(self) -> bool:
+        return True  # accelerate and the training loop own the device; never run on an executor thread
+
+
+class WriteFusedAdapter(Task[None]):
+    """Write the PEFT adapter (config + safetensors) of the fit into `out_path`."""
+
+    fit: FitHeteroFusion
+    out_path: str
+    out_dtype: str | None = None
+
+    def arguments(self) -> dict[str, Task]:
+        return {"fit": self.fit}
+
+    def execute(self, fit: FitResult, **_kwargs: Any) -> None:
+        from hf_heterofusion.adapters import load_adapter
+        from hf_heterofusion.export import write_adapter
+
+        cfg = FusionConfig.model_validate_json(self.fit.config_json)
+        anchor = load_adapter(_local(cfg.target_adapter, "target adapter", self.fit.lock),
+                              allow_pickle=cfg.allow_pickle)
+        write_adapter(Path(self.out_path), anchor, _cast(fit.tensors, self.out_dtype))
+
+    def main_thread_only(self) -> bool:
+        return True
+
+
+class FoldLoraIntoWeight(Task[torch.Tensor]):
+    """One base weight of the target with the fused LoRA update folded in: `W + scale * B' @ A`."""
+
+    base: LoadTensor
+    fit: FitHeteroFusion
+    a_key: str
+    b_key: str
+    scale: float
+    fan_in_fan_out: bool = False
+
+    def arguments(self) -> dict[str, Task]:
+        return {"base": self.base, "fit": self.fit}
+
+    def execute(self, base: torch.Tensor, fit: FitResult, **_kwargs: Any) -> torch.Tensor:
+        # fp32 at least, whatever `dtype:` loaded: a bf16 product of B' and A would round the update away.
+        work = torch.float64 if base.dtype == torch.float64 else torch.float32
+        A = fit.tensors[self.a_key].to(base.device, work)
+        B = fit.tensors[self.b_key].to(base.device, work)
+        delta = (B @ A) * self.scale
+        if self.fan_in_fan_out:  # Conv1D-style layers store the weight transposed
+            delta = delta.T
+        return (base.to(work) + delta).to(base.dtype)
+
+    def uses_accelerator(self) -> bool:
+        return True
+
+    def group_label(self) -> str | None:
+        return self.base.group_label()
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    adapter_dir: Path | None
+    merged_dir: Path | None
+
+
+def output_layout(kind: str, root: Path) -> OutputLayout:
+    """Where each part goes: see the module docstring."""
+    if kind == "adapter":
+        return OutputLayout(root, None)
+    if kind == "merged":
+        return OutputLayout(None, root)
+    return OutputLayout(root, root / MERGED_SUBDIR)
+
+
+@dataclass(frozen=True)
+class LoraFold:
+    """One target LoRA module, as the merged export folds it: its factor keys and PEFT's scaling."""
+
+    module: str
+    weight_name: str
+    a_key: str
+    b_key: str
+    scale: float
+
+
+def lora_folds(cfg: FusionConfig, weight_names: set[str] | None = None, *,
+               lock: str | Path | None = None) -> tuple[LoraFold, ...]:
+    """The LoRA modules of the anchor adapter (the fused adapter has the same keys), checked for folding.
+
+    Reads only `adapter_config.json` and the safetensors header. Raises `ConfigError` for anything a merged
+    checkpoint cannot hold (embedding LoRA, `modules_to_save`, a module with no base weight).
+    """
+    from safetensors import safe_open
+
+    adapter_dir = _local(cfg.target_adapter, "target adapter", lock)
+    config = json.loads((adapter_dir / ADAPTER_CONFIG_NAME).read_text(encoding="utf-8"))
+    weights = adapter_dir / ADAPTER_WEIGHTS_NAME
+    if not weights.is_file():
+        raise ConfigError(f"`output: {cfg.output}` needs a safetensors anchor adapter; {adapter_dir} has no "
+                          f"{ADAPTER_WEIGHTS_NAME}")
+    with safe_open(str(weights), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    folds = []
+    for key in sorted(shapes):
+        match = _LORA_A_RE.match(key)
+        if match is None:
+            if ".lora_B" not in key:
+                raise ConfigError(f"`output: {cfg.output}` cannot fold the anchor's tensor `{key}` into the target "
+                                  f"(only LoRA A/B factors of linear layers); use `output: adapter`")
+            continue
+        module, suffix = match["module"], match["adapter"] or ""
+        b_key = f"{module}.lora_B{suffix}.weight"
+        if b_key not in shapes:
+            raise ConfigError(f"anchor adapter {adapter_dir}: `{key}` has no matching `{b_key}`")
+        name = module.removeprefix("base_model.model.") + ".weight"
+        if weight_names is not None and name not in weight_names:
+            raise ConfigError(f"`output: {cfg.output}` cannot fold `{module}`: the target checkpoint has no `{name}`; "
+                              f"use `output: adapter`")
+        rank = shapes[key][0]
+        folds.append(LoraFold(module, name, key, b_key, peft_scaling(config, name.removesuffix(".weight"), rank)))
+    return tuple(folds)
+
+
+def peft_scaling(config: dict, module: str, rank: int) -> float:
+    """PEFT's `scaling` of one module: `lora_alpha / r` (rsLoRA: `/ sqrt(r)`), honouring `alpha_pattern`.
+
+    `rank` is the module's real rank (its A's rows), which already reflects any `rank_pattern`.
+    """
+    alpha = float(config.get("lora_alpha", rank))
+    for pattern, value in (config.get("alpha_pattern") or {}).items():
+        # PEFT's rule: the pattern must match a whole trailing part of the module path.
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            alpha = float(value)
+            break
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+@dataclass(frozen=True)
+class FusionGraph:
+    fit: FitHeteroFusion
+    targets: tuple[Task, ...]
+    tensor_count: int
+
+
+def plan_fusion(cfg: FusionConfig, layout: OutputLayout, options: MergeOptions, *, dtype: str | None,
+                out_dtype: str | None, work_dir: Path | None, lock: str | Path | None = None) -> FusionGraph:
+    """Build the task graph of the module docstring for one output layout."""
+    fit_task = FitHeteroFusion(config_json=cfg.model_dump_json(), lock=str(lock) if lock else None,
+                               work_dir=str(work_dir) if work_dir else None, device=options.device,
+                               show_progress=not options.quiet)
+    targets: list[Task] = [fit_task]
+    count = 0
+    if layout.adapter_dir is not None:
+        targets.append(WriteFusedAdapter(fit=fit_task, out_path=str(layout.adapter_dir), out_dtype=out_dtype))
+    if layout.merged_dir is not None:
+        target = ModelReference(model=ModelPath(path=str(_local(cfg.target_model, "target model", lock))))
+        names = set(LoaderCache().get(target).index.tensor_paths)
+        folds = {f.weight_name: f for f in lora_folds(cfg, names, lock=lock)}
+        anchor_dir = _local(cfg.target_adapter, "target adapter", lock)
+        anchor_config = json.loads((anchor_dir / ADAPTER_CONFIG_NAME).read_text(encoding="utf-8"))
+        fan_in_fan_out = bool(anchor_config.get("fan_in_fan_out"))
+        writer = TensorWriterTask(out_path=str(layout.merged_dir), max_shard_size=options.out_shard_size,
+                                  safe_serialization=options.safe_serialization, use_async=options.async_write,
+                                  write_threads=options.write_threads)
+        saves = []
+        for name in sorted(names):
+            load = LoadTensor(model=target, tensor=name, dtype=dtype,
+                              device=options.device if options.read_to_gpu else None)
+            fold = folds.get(name)
+            tensor_task: Task = load if fold is None else FoldLoraIntoWeight(
+                base=load, fit=fit_task, a_key=fold.a_key, b_key=fold.b_key, scale=fold.scale,
+                fan_in_fan_out=fan_in_fan_out)
+            saves.append(SaveTensor(tensor_name=name, tensor_task=tensor_task, writer_task=writer,
+                                    clone=options.clone_tensors, dtype=out_dtype))
+        targets.append(FinalizeModel(tensor_save_tasks=tuple(saves), writer_task=writer))
+        count = len(saves)
+    return FusionGraph(fit_task, tuple(targets), count)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeOptions, config_source: str,
+                      dtype: str | None = None, out_dtype: str | None = None, overwrite: bool = False,
+                      lock: str | Path | None = None) -> dict:
+    """Fit and export one trained-mode `heterofusion` config; returns the fusion report.
+
+    Args:
+        cfg (`FusionConfig`): the fusion (from `yaml_config.trained_job`).
+        out_dir (`str` or `Path`): the output folder; see the module docstring for the layouts.
+        options (`MergeOptions`): mergekit's options (shards, device, dtype handling, card, tokenizer).
+        config_source (`str`): the YAML text, copied as `mergekit_config.yml` and shown in the card.
+        dtype (`str`, *optional*): YAML `dtype:`, the target's weights are cast to it at load (merged export).
+        out_dtype (`str`, *optional*): YAML `out_dtype:`, every written tensor is cast to it.
+        overwrite (`bool`, *optional*, defaults to `False`): replace a non-empty `out_dir`.
+        lock (`str` or `Path`, *optional*): the `heterofusion.lock.json` of `hf-heterofusion pull` (Hub inputs).
+
+    Raises:
+        `OutputExistsError`: `out_dir` is not empty and `overwrite` is off (checked before training).
+        `ConfigError`: the merged export cannot fold the anchor (checked before training).
+    """
+    from hf_heterofusion.export import check_output_dir, staged_output
+
+    out_dir = Path(out_dir)
+    check_output_dir(out_dir, overwrite)  # fail before the training, not after
+    if options.multi_gpu:
+        LOG.warning("--multi-gpu: the fit is one task every export task depends on, so the graph runs on one "
+                    "device (training itself can use several GPUs through `accelerate launch`)")
+    LoaderCache().setup(options=options)
+    work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"  # outside the stage: resumable checkpoints
+    with staged_output(out_dir, overwrite=overwrite) as stage:
+        layout = output_layout(cfg.output, stage)
+        graph = plan_fusion(cfg, layout, options, dtype=dtype, out_dtype=out_dtype, work_dir=work_dir, lock=lock)
+        executor = Executor(list(graph.targets), math_device=options.device or "cpu",
+                            storage_device=(options.device or "cpu") if options.low_cpu_memory else "cpu")
+        result: FitResult | None = None
+        for task, value in executor.run(quiet=options.quiet, desc="HeteroFusion"):
+            if isinstance(task, FitHeteroFusion):
+                result = value
+        if result is None:  # pragma: no cover - the fit task is always a target
+            raise RuntimeError("the fit task produced no result")
+        report = dict(result.report, config_yaml=config_source,
+                      mergekit={"dtype": dtype, "out_dtype": out_dtype, "layout": cfg.output,
+                                "options": options.model_dump(mode="json")})
+        if layout.merged_dir is not None:
+            _write_merged_files(_local(cfg.target_model, "target model", lock), layout.merged_dir, options,
+                                dtype=dtype, out_dtype=out_dtype)
+        for folder, kind in ((layout.adapter_dir, "adapter"), (layout.merged_dir, "merged")):
+            if folder is not None:
+                _write_side_files(folder, dict(report, output_kind=kind), cfg, config_source, options)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return report
+
+
+def _write_side_files(folder: Path, report: dict, cfg: FusionConfig, config_source: str,
+                      options: MergeOptions) -> None:
+    from hf_heterofusion.export import write_loss_plot
+
+    (folder / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (folder / CONFIG_COPY_NAME).write_text(cfg.to_yaml(), encoding="utf-8")
+    (folder / MERGEKIT_CONFIG_NAME).write_text(config_source, encoding="utf-8")
+    write_loss_plot(report["training"]["losses"], folder / LOSS_PLOT_NAME)
+    if options.write_model_card:
+        _write_card(folder)
+
+
+def _write_card(folder: Path) -> None:
+    """The card is documentation: a failure to render it is logged, never allowed to discard a finished fusion."""
+    try:
+        from hf_heterofusion.card import write_card
+    except ImportError:  # pragma: no cover - the card module ships with the package
+        return
+    try:
+        write_card(folder)
+    except Exception:
+        LOG.exception("could not write the model card in %s; the fusion output is complete without it", folder)
+
+
+def _write_merged_files(source: Path, folder: Path, options: MergeOptions, *, dtype: str | None,
+                        out_dtype: str | None) -> None:
+    """config.json (dtype updated), generation config and, with `--copy-tokenizer`, the target's tokenizer."""
+    config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+    chosen = out_dtype or dtype
+    if chosen:
+        name = str(dtype_from_name(chosen)).removeprefix("torch.")
+        config["dtype"] = name
+        if "torch_dtype" in config:
+            config["torch_dtype"] = name
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    files = ("generation_config.json", *(TOKENIZER_FILES if options.copy_tokenizer else ()))
+    for name in files:
+        if (source / name).is_file():
+            shutil.copy2(source / name, folder / name)
+
+
+def _local(ref: str, what: str, lock: str | Path | None) -> Path:
+    """The local folder of an input (Hub references through the pull lock, as `pipeline` resolves them)."""
+    return resolve_input(ref, what=what, lock=lock)[0]
+
+
+def _accelerator(cfg: FusionConfig, device: str | None):
+    """mergekit's default device is the CPU (`--cuda`/`--device` opt in); honour that for training too."""
+    from accelerate import Accelerator
+
+    try:
+        return Accelerator(mixed_precision=cfg.mixed_precision, cpu=(device or "cpu") == "cpu")
+    except ValueError as err:  # accelerate's process-wide state was already set up for another device
+        raise ConfigError(f"cannot train on `{device}` in this process: {err}") from None
+
+
+def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torch.Tensor]:
+    if not dtype:
+        return tensors
+    target = dtype_from_name(dtype)
+    return {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+__all__ = [
+    "MERGEKIT_CONFIG_NAME",
+    "FitHeteroFusion",
+    "FoldLoraIntoWeight",
+    "FusionGraph",
+    "LoraFold",
+    "OutputLayout",
+    "WriteFusedAdapter",
+    "lora_folds",
+    "output_layout",
+    "peft_scaling",
+    "plan_fusion",
+    "run_trained_merge",
+]
