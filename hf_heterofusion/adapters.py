@@ -164,7 +164,7 @@ def _read_tensors(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
         if not allow_pickle:
             raise AdapterFormatError(
                 f"{bin_path} is a pickle file, and loading pickles can run arbitrary code; convert it to "
-                f"safetensors, or pass `allow_pickle: true` if you trust its author"
+                f"safetensors, or set `allow_pickle: true` if you trust its author"
             )
         try:
             tensors = torch.load(bin_path, map_location="cpu", weights_only=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import HeteroFusionError
+from .errors import ConfigError, HeteroFusionError, HeteroFusionWarning
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
@@ -21,7 +22,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     from .pipeline import fuse
 
     cfg = FusionConfig.from_yaml(args.config)
-    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    overrides = _split_overrides(args.set or [])
     if overrides:
         cfg = FusionConfig.from_mapping({**cfg.model_dump(), **_parse_values(overrides)}, where="--set")
     from pathlib import Path
@@ -34,6 +35,13 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"fused adapter written to {result.out_dir}")
     return 0
+
+
+def _split_overrides(items: Sequence[str]) -> dict[str, str]:
+    bad = [kv for kv in items if "=" not in kv or not kv.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. `--set lr=1e-4`), got {bad[0]!r}")
+    return dict(kv.split("=", 1) for kv in items)
 
 
 def _parse_values(overrides: dict[str, str]) -> dict:
@@ -82,14 +90,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for our own progress: no per-file weight-loading bars or known-harmless deprecations."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch_dtype.*is deprecated.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _one_line_warnings(original):
+    """Our own warnings are for the user: one `warning: ...` line without the source location; others unchanged."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, HeteroFusionWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command in ("fuse", "demo", "merge", "check"):
+        _quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except HeteroFusionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

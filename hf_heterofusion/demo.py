@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import experts, synthetic
 from .config import FusionConfig
 from .pipeline import fuse
@@ -49,6 +51,9 @@ def demo_fusion_config(target_model: Path, target_adapter: Path, sources: list[P
 def run_demo(out_dir: str | Path = "out/demo", *, overwrite: bool = True, quick: bool = False) -> dict:
     """Run the demo and print a score table; returns the measured scores."""
     s = QUICK if quick else DemoSettings()
+    # The demo's models are tiny: thousands of sub-millisecond ops, where OpenMP's per-op thread barriers cost
+    # more than they save (and collapse on a busy machine). One thread is faster here.
+    torch.set_num_threads(1)
     root = Path(out_dir)
     work = root / "work"
     started = time.perf_counter()

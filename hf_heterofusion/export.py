@@ -74,7 +74,9 @@ def write_loss_plot(losses: list[dict], path: Path) -> None:
 
 
 def check_output_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputExistsError(f"output path {out_dir} is a file, not a directory; choose another output path")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
@@ -84,7 +86,8 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    _remove_stale_stages(out_dir)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-{os.getpid()}-", dir=out_dir.parent))
     try:
         yield stage
     except BaseException:
@@ -97,3 +100,21 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     os.replace(stage, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_stages(out_dir: Path) -> None:
+    """Delete staging folders that a killed export of `out_dir` left behind (their process no longer runs)."""
+    for stale in out_dir.parent.glob(f".{out_dir.name}.staging-*"):
+        pid = stale.name.removeprefix(f".{out_dir.name}.staging-").split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True

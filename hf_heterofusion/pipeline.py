@@ -125,14 +125,17 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     from accelerate.utils import set_seed
 
     from .export import fused_tensors
+    from .replay import load_replay
     from .train import train
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
+    # Read the replay file before the model: a malformed row fails at once, not after minutes of model loading.
+    examples = load_replay(cfg.replay) if cfg.max_steps != 0 else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     model, tokenizer = _load_target(prepared, cfg)
-    encoded, truncated = _encode_replay(cfg, tokenizer, lock) if cfg.max_steps != 0 else ([], 0)
+    encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
     timings["load_s"] = time.perf_counter() - t0
@@ -180,10 +183,8 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
 
 
 def _write_card(out_dir: Path) -> None:
-    try:
-        from .card import write_card
-    except ImportError:  # pragma: no cover
-        return
+    from .card import write_card
+
     write_card(out_dir)
 
 
@@ -314,10 +315,9 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     return model, tokenizer
 
 
-def _encode_replay(cfg: FusionConfig, tokenizer, lock=None) -> tuple[list, int]:
-    from .replay import encode_replay, load_replay
+def _encode_replay(examples, cfg: FusionConfig, tokenizer) -> tuple[list, int]:
+    from .replay import encode_replay
 
-    examples = load_replay(cfg.replay)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         encoded = encode_replay(examples, tokenizer, cfg.max_length)

@@ -10,6 +10,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+
+# Every test model is tiny: per-op OpenMP barriers cost more than a second thread gains, and make timings erratic
+# on a loaded machine.
+torch.set_num_threads(1)
+
 pytest_plugins = ["hf_heterofusion.testing.fixtures", "hf_heterofusion.testing.hub_fixtures"]
 
 

@@ -172,14 +172,32 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def describe(key: str) -> dict:
-    """The facts of a converted model for the report (family, depth, width, parameters, licence)."""
-    folder = model_dir(key)
+# Tiny random fixtures for `--quick`: the same code path, no install, no conversion (numbers are meaningless).
+TINY_FAMILIES = {"tiny-llama": "llama", "tiny-gemma": "gemma"}
+
+
+def resolve_model(key: str, cache: Path) -> Path:
+    """The checkpoint folder of model `key`: a converted real model, or a tiny fixture built under `cache`."""
+    if key in MODELS:
+        return ensure_model(key)
+    if key not in TINY_FAMILIES:
+        raise ValueError(f"unknown benchmark model `{key}`; choose one of {', '.join([*MODELS, *TINY_FAMILIES])}")
+    out = cache / "models" / key
+    if not (out / "config.json").is_file():
+        from hf_heterofusion.testing.factories import make_tiny_model
+
+        make_tiny_model(TINY_FAMILIES[key], out, seed=0 if key == "tiny-llama" else 1)
+    return out
+
+
+def model_facts(key: str, folder: Path) -> dict:
+    """Report facts of a benchmark model (real or tiny)."""
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    info = json.loads((folder / CONVERTED_MARKER).read_text(encoding="utf-8"))
+    real = MODELS.get(key)
     return {
-        "name": MODELS[key].name, "family": config.get("model_type"), "license": MODELS[key].license,
+        "key": key, "name": real.name if real else f"tiny random {TINY_FAMILIES[key]} fixture",
+        "family": config.get("model_type"), "license": real.license if real else "n/a",
         "num_layers": config.get("num_hidden_layers"), "hidden_size": config.get("hidden_size"),
         "intermediate_size": config.get("intermediate_size"), "vocab_size": config.get("vocab_size"),
-        "num_key_value_heads": config.get("num_key_value_heads"), "converted_in_s": info.get("seconds"),
+        "num_key_value_heads": config.get("num_key_value_heads"), "path": str(folder),
     }

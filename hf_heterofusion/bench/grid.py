@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark grids: which models, tasks, sizes, seeds and fusion presets one run uses.
+
+`FULL` is the issue's ask (300 replay examples per task, paper fusion config with E=1024, three epochs); it needs
+a GPU or a long night. `REDUCED` is what fits on a shared 2-core CPU in a few hours; `QUICK` runs the same code
+path on tiny random models in about a minute (the test suite runs it). Every reduction is listed in
+`Grid.reductions` and copied into `results.md`, so a number is never read without its scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+
+# The anchor (target) expert's own task comes first; the source family gets one expert for each of the others.
+DEFAULT_TASKS = ("ner_person", "ner_location", "relation_works_for", "relation_lives_in", "entity_typing", "sentiment")
+# Task-irrelevant experts of the noisy pool: one unrelated task and three label-shuffled ones (same format, no
+# signal), the kind of expert a practitioner pulls by mistake from a Hub search.
+DEFAULT_NOISE = ("task:topic", "shuffled:ner_person", "shuffled:relation_lives_in", "shuffled:sentiment")
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One benchmark grid. Frozen; `with_(...)` returns a modified copy."""
+
+    name: Literal["full", "reduced", "quick"]
+    target: str  # model key: "smollm2" (real) or "tiny-llama" (fixture)
+    source: str  # "gemma3" or "tiny-gemma"
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    noise: tuple[str, ...] = DEFAULT_NOISE
+    vocab: Literal["tiny", "full"] = "full"
+    n_train: int = 600  # expert training rows per task
+    n_replay: int = 300  # replay rows per task (paper: 300)
+    n_test: int = 100  # held-out test rows per task
+    split_seed: int = 0
+    # LoRA experts (r=8, all seven projections), trained once per (model, task, recipe) and cached.
+    rank: int = 8
+    lora_alpha: int = 16
+    expert_steps: int = 150
+    noise_steps: int = 150
+    expert_batch: int = 8
+    expert_lr: float = 1e-3
+    max_length: int = 128
+    # Methods
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int = 3  # fusion epochs (paper 3); the SFT control gets the same optimiser steps
+    accumulation: int = 8  # paper: batch 1 x accumulation 8
+    sft_lr: float = 1e-3
+    embed_dim: int = 1024  # E of the faithful preset (paper 1024)
+    num_heads: int = 8
+    num_projections: int = 2048
+    max_positions: int = 4096
+    block_size: int | Literal["auto"] = "auto"  # next power of two >= the widest hidden size: 1024 here
+    fusion_lr: float = 5e-5
+    merge_density: float = 0.5  # TIES / DARE keep half of each delta
+    placebo_in_noisy: bool = True
+    # Evaluation
+    max_new_tokens: int = 24
+    eval_batch: int = 32
+    # Performance section
+    perf: bool = True
+    perf_examples: int = 32
+    perf_embed_dims: tuple[int, ...] = (256, 1024)
+    scaling_sources: tuple[int, ...] = (1, 2, 4)
+    scaling_ranks: tuple[int, ...] = (4, 8, 16)
+    scaling_blocks: tuple[int, ...] = (256, 1024, 4096)
+    scaling_examples: int = 8
+    reductions: tuple[str, ...] = field(default=())
+
+    def with_(self, **changes: Any) -> Grid:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FULL = Grid(name="full", target="smollm2", source="gemma3")
+
+REDUCED = FULL.with_(
+    name="reduced", n_train=240, n_replay=16, n_test=32, expert_steps=30, noise_steps=15, epochs=2, embed_dim=256,
+    num_projections=512, perf_examples=16, scaling_examples=4,
+    reductions=(
+        "replay set: 16 examples per task (96 in all) instead of 150-300: every replay example costs one forward "
+        "and backward pass of the target per epoch, about 1 s on one contended CPU core",
+        "fusion and the SFT control: 2 epochs instead of 3 (24 optimiser steps of batch 1 x accumulation 8)",
+        "faithful preset: E=256 instead of 1024 and K=512 RDM projections instead of 2048; the net pass at E=1024 "
+        "costs ~4x more and dominates the step on CPU (see the performance section for E=1024 timings)",
+        "experts: 30 optimiser steps of batch 8 (240 rows, one epoch) per task, 15 for the noisy experts",
+        "test set: 32 held-out prompts per task (scores move in steps of ~3 points; read spreads accordingly)",
+        "block size `auto` = 1024 (next power of two >= 640, the widest hidden size), not the paper's 4096",
+    ),
+)
+
+QUICK = FULL.with_(
+    name="quick", target="tiny-llama", source="tiny-gemma", vocab="tiny", n_train=16, n_replay=2, n_test=2,
+    expert_steps=2, noise_steps=1, expert_batch=4, max_length=64, seeds=(0, 1), epochs=1, accumulation=2,
+    embed_dim=16, num_heads=2, num_projections=16, max_positions=64, max_new_tokens=6, eval_batch=16,
+    perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1, 2), scaling_ranks=(4, 8), scaling_blocks=(32, 64),
+    scaling_examples=2,
+    reductions=("quick smoke run on tiny random models (pipeline check only: the numbers mean nothing)",),
+)
+
+GRIDS: dict[str, Grid] = {"full": FULL, "reduced": REDUCED, "quick": QUICK}
