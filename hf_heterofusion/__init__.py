@@ -17,6 +17,11 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .merge_methods.hook import install_mergekit_hook as _install_mergekit_hook  # noqa: E402
+
+
+_install_mergekit_hook()  # `heterofusion` joins mergekit's registry when (and only when) mergekit is imported
+
 _EXPORTS = {
     "AlignmentPlan": "align",
     "FusionConfig": "config",

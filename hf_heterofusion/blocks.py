@@ -39,8 +39,9 @@ def module_tokens(A: torch.Tensor, B: torch.Tensor, block_size: int) -> tuple[to
 
 def block_spectra(tokens: torch.Tensor) -> torch.Tensor:
     """Singular values of each `b x r` token, `(..., b, r)` -> `(..., r)` in fp32 (descending)."""
+    # X and X^T share singular values; LAPACK is far faster on the short-and-wide r x b layout.
     try:
-        return torch.linalg.svdvals(tokens.float())
+        return torch.linalg.svdvals(tokens.float().mT)
     except RuntimeError:
         # An all-zero or degenerate block can fail to converge; a tiny shift makes it well-posed.
-        return torch.linalg.svdvals(tokens.float() + 1e-6)
+        return torch.linalg.svdvals(tokens.float().mT + 1e-6)

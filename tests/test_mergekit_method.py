@@ -117,13 +117,32 @@ def test_pytest_plugin_registers_the_method():
     assert merge_methods.get(METHOD_NAME).spec.name == METHOD_NAME
 
 
-def test_pth_hook_is_light_and_lets_plain_mergekit_yaml_run_heterofusion(tmp_path, fixture_zoo):
+def test_pth_hook_is_light_and_registers_in_a_fresh_interpreter(tmp_path):
     """The start-up `.pth` (as `hf-heterofusion mergekit-hook install` writes it) imports neither torch, mergekit
-    nor pydantic; mergekit's own `mergekit-yaml` entry point then finds `heterofusion` (data-free mode)."""
+    nor pydantic at start-up, and mergekit's registry has `heterofusion` as soon as mergekit is imported."""
     site_dir = tmp_path / "site"
     site_dir.mkdir()
     pth = startup_hook.install_pth(site_dir)
     assert pth.name.endswith(".pth") and startup_hook.pth_path(site_dir) == pth
+    code = (
+        "import site, sys\n"
+        f"site.addsitedir({str(site_dir)!r})\n"  # what the interpreter does with the real site-packages
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mergekit', 'pydantic'))\n"
+        "assert not heavy, heavy\n"
+        "import mergekit.merge_methods\n"  # what mergekit-yaml's first import of mergekit does
+        "print(mergekit.merge_methods.get('heterofusion').spec.pretty_name)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_subprocess_env(),
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "HeteroFusion"
+    assert startup_hook.uninstall_pth(site_dir) == pth and startup_hook.pth_path(site_dir) is None
+
+
+def test_plain_mergekit_yaml_runs_heterofusion_once_registered(method, tmp_path, fixture_zoo):
+    """mergekit's own `mergekit-yaml` entry point (unchanged) with the method registered: the data-free kernel."""
+    from mergekit.scripts.run_yaml import main as mergekit_yaml
+
     models = [fixture_zoo.model("llama", seed=0), fixture_zoo.model("llama", seed=1)]
     # Absolute paths: mergekit's card asks the Hub about relative ones (network).
     config = tmp_path / "plain.yml"
@@ -133,21 +152,9 @@ def test_pth_hook_is_light_and_lets_plain_mergekit_yaml_run_heterofusion(tmp_pat
         + "parameters: {density: 0.8}\n",
         encoding="utf-8",
     )
-    code = (
-        "import site, sys\n"
-        f"site.addsitedir({str(site_dir)!r})\n"  # what the interpreter does with the real site-packages
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'mergekit', 'pydantic'))\n"
-        "assert not heavy, heavy\n"
-        "from mergekit.scripts.run_yaml import main\n"
-        "main()\n"
-    )
-    args = [str(config), str(tmp_path / "out"), "--quiet"]
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=_subprocess_env(), timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    mergekit_yaml([str(config), str(tmp_path / "out"), "--quiet"], standalone_mode=False)
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert "HeteroFusion" in (tmp_path / "out" / "README.md").read_text()  # mergekit's card names our method
-    assert startup_hook.uninstall_pth(site_dir) == pth and startup_hook.pth_path(site_dir) is None
 
 
 @pytest.mark.slow
@@ -224,9 +231,18 @@ def test_readme_documents_every_parameter(method):
 def test_pyproject_lists_every_subpackage():
     """The `merge_methods/` mapping needs an explicit package list; a subpackage missing from it would be left
     out of wheels while still importing fine in an editable install."""
-    import tomllib
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     root = Path(__file__).parent.parent
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "hf_heterofusion").rglob("__init__.py")}
     assert found | {"hf_heterofusion.merge_methods"} == listed
+
+
+def test_peft_scaling_follows_peft_rules():
+    from hf_heterofusion.merge_methods.planner import peft_scaling
+
+    config = {"lora_alpha": 16, "alpha_pattern": {"q_proj": 32}}
+    assert peft_scaling(config, "model.layers.0.self_attn.q_proj", 8) == 4.0  # pattern matches the name's tail
+    assert peft_scaling(config, "model.layers.0.self_attn.k_proj", 8) == 2.0
+    assert peft_scaling({"lora_alpha": 16, "use_rslora": True}, "model.layers.0.mlp.up_proj", 4) == 8.0

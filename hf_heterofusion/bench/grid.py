@@ -95,9 +95,9 @@ REDUCED = FULL.with_(
 
 QUICK = FULL.with_(
     name="quick", target="tiny-llama", source="tiny-gemma", vocab="tiny", n_train=16, n_replay=2, n_test=2,
-    expert_steps=2, noise_steps=1, expert_batch=4, max_length=64, seeds=(0, 1), epochs=1, accumulation=2,
+    expert_steps=2, noise_steps=1, expert_batch=4, max_length=128, seeds=(0, 1), epochs=1, accumulation=2,
     embed_dim=16, num_heads=2, num_projections=16, max_positions=64, max_new_tokens=6, eval_batch=16,
-    perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1, 2), scaling_ranks=(4, 8), scaling_blocks=(32, 64),
+    perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1,), scaling_ranks=(4,), scaling_blocks=(32,),
     scaling_examples=2,
     reductions=("quick smoke run on tiny random models (pipeline check only: the numbers mean nothing)",),
 )
