@@ -44,7 +44,7 @@ def demo_fusion_config(target_model: Path, target_adapter: Path, sources: list[P
         target_model=str(target_model), target_adapter=str(target_adapter),
         sources=[str(s) for s in sources], replay=str(replay),
         block_size="auto", embed_dim=64, num_heads=4, max_position_embeddings=64, num_projections=128,
-        lr=1e-3, epochs=epochs, gradient_accumulation_steps=4, max_length=96, seed=0, checkpoint_every=0,
+        lr=3e-3, epochs=epochs, gradient_accumulation_steps=4, max_length=96, seed=0, checkpoint_every=0,
     )
 
 

@@ -201,7 +201,8 @@ def _read_model_config(model_dir: Path, cfg: FusionConfig) -> dict:
         raise AdapterFormatError(f"cannot read {path} ({getattr(err, 'strerror', None) or err}); the target model "
                                  f"folder must hold a transformers config.json") from None
     if not isinstance(config, dict):
-        raise AdapterFormatError(f"{path} must hold a JSON object; the target model folder is not a transformers model")
+        raise AdapterFormatError(f"{path} must hold a JSON object; the target model folder is not a transformers "
+                                 f"model")
     _check_model_weights(model_dir, cfg)
     if config.get("auto_map") and not cfg.trust_remote_code:
         raise ConfigError(f"target model {model_dir} ships custom code (auto_map), which runs when loaded; "

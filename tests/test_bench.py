@@ -114,8 +114,8 @@ def test_unit_without_sources_keeps_the_anchor_delta():
         assert torch.allclose(baselines.merged_delta(unit, method, density=1.0), anchor, atol=1e-6)
 
 
-def test_placebo_keeps_shapes_and_scale_but_not_content(tmp_path, zoo):
-    src = zoo.adapter("qwen2", r=4, seed=3)
+def test_placebo_keeps_shapes_and_scale_but_not_content(tmp_path, fixture_zoo):
+    src = fixture_zoo.adapter("qwen2", r=4, seed=3)
     placebo = baselines.make_placebo(src, tmp_path / "placebo", seed=0)
     real, fake = load_file(src / "adapter_model.safetensors"), load_file(placebo / "adapter_model.safetensors")
     assert real.keys() == fake.keys()
@@ -127,11 +127,11 @@ def test_placebo_keeps_shapes_and_scale_but_not_content(tmp_path, zoo):
         (src / "adapter_config.json").read_text())
 
 
-def test_align_units_pairs_tail_layers_by_role(zoo):
+def test_align_units_pairs_tail_layers_by_role(fixture_zoo):
     from hf_heterofusion.adapters import load_adapter
 
-    target = load_adapter(zoo.adapter("llama", r=4, seed=0))
-    source = load_adapter(zoo.adapter("qwen2", r=4, seed=1))
+    target = load_adapter(fixture_zoo.adapter("llama", r=4, seed=0))
+    source = load_adapter(fixture_zoo.adapter("qwen2", r=4, seed=1))
     units = baselines.align_units(target, [source])
     assert len(units) == len(target.modules)
     offset = target.num_layers - source.num_layers

@@ -123,7 +123,7 @@ class Case:
 
 
 def _pattern(template: str, env: Env) -> str:
-    values = {"cfg": env.cfg, "out": env.out, "inputs": env.inputs}
+    values = {"cfg": env.cfg, "out": env.out, "inputs": env.inputs, "root": env.root}
     parts = re.split(r"(\{\w+\}|<…>)", template)
     return "".join(
         ".+" if p == "<…>" else re.escape(str(values[p[1:-1]])) if re.fullmatch(r"\{\w+\}", p) else re.escape(p)
@@ -144,7 +144,8 @@ OTHER_BASE = "use the adapter trained on that base, or fix `base_model_name_or_p
 CASES = [
     # --- the config file and CLI options ----------------------------------------------------------------------
     Case("unknown-key", _set(mu_gat=0.2), "{cfg}: unknown key `mu_gat`; did you mean `mu_gate`?"),
-    Case("unknown-key-no-close-match", _set(colour="red"), "{cfg}: unknown key `colour`; valid keys: target_model, <…>"),
+    Case("unknown-key-no-close-match", _set(colour="red"),
+         "{cfg}: unknown key `colour`; valid keys: target_model, <…>"),
     Case("unknown-source-key", lambda env: env.data.update(sources=[{**env.data["sources"][0], "weigth": 1}]),
          "{cfg}: unknown key `sources.0.weigth`; did you mean `weight`?"),
     Case("missing-required-key", _drop("target_adapter"), "{cfg}: required key `target_adapter` is missing"),
@@ -161,7 +162,8 @@ CASES = [
     Case("bad-choice", _set(layer_alignment="tial"),
          "{cfg}: `layer_alignment` must be 'tail', 'head', 'uniform' or 'naive' (got 'tial'); the default is 'tail'"),
     Case("block-size-zero", _set(block_size=0),
-         "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 0); the default is 4096"),
+         "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 0); "
+         "the default is 4096"),
     Case("block-size-too-large", _set(block_size=70000),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 70000); "
          "the default is 4096"),
@@ -288,7 +290,8 @@ CASES = [
     Case("replay-not-jsonl", lambda env: env.replay("replay.csv", "prompt,response\nhi,there\n"),
          "{inputs}/replay.csv:1: not valid JSON (Expecting value at column 1); write one JSON object per line"),
     Case("replay-row-of-unknown-shape",
-         lambda env: env.replay("replay.jsonl", '{"prompt": "a", "response": "b"}\n\n{"question": "a", "answer": "b"}\n'),
+         lambda env: env.replay("replay.jsonl",
+                                '{"prompt": "a", "response": "b"}\n\n{"question": "a", "answer": "b"}\n'),
          "{inputs}/replay.jsonl:3: row has keys `question`, `answer`; " + SHAPES),
     Case("replay-row-without-response",
          lambda env: env.replay("replay.jsonl", '{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n'),
@@ -296,12 +299,29 @@ CASES = [
     Case("replay-chat-without-answer",
          lambda env: env.replay("replay.jsonl", '{"messages": [{"role": "user", "content": "hi"}]}\n'),
          "{inputs}/replay.jsonl:1: the last message has role `user`; it must be the `assistant` response"),
+    # --- Hub references in a fuse config (resolved through the lock of `hf-heterofusion pull`) -----------------
+    Case("hub-id-never-pulled", _set(target_adapter="alice/llama-lora"),
+         f"target adapter `alice/llama-lora` {PULL_HINT}"),
+    Case("hub-id-not-in-lock", lambda env: (_lock(env, '{"version": 1, "repos": {}}'),
+                                            env.data.update(target_adapter="alice/llama-lora")),
+         "`alice/llama-lora` is not pinned in {root}/heterofusion.lock.json; run `hf-heterofusion pull` on the "
+         "config first"),
+    Case("hub-bad-repo-id", lambda env: (_lock(env, '{"version": 1, "repos": {}}'),
+                                         env.data.update(sources=["not a repo!!"])),
+         "`not a repo!!` is not a valid Hub repo id (expected `namespace/name[@revision]`) and no such local path "
+         "exists"),
+    Case("hub-lock-file-corrupt", lambda env: (_lock(env, "{"), env.data.update(target_adapter="alice/llama-lora")),
+         "cannot read lock file {root}/heterofusion.lock.json (<…>); delete it and run `hf-heterofusion pull`"),
     # --- the output directory --------------------------------------------------------------------------------
     Case("output-not-empty", lambda env: (env.out.mkdir(), (env.out / "keep.txt").write_text("mine")),
          "output directory {out} exists and is not empty; pass --overwrite to replace it"),
     Case("output-is-a-file", lambda env: env.out.write_text("mine"),
          "output path {out} is a file, not a directory; choose another output path"),
 ]
+
+
+def _lock(env: Env, text: str) -> None:
+    (env.root / "heterofusion.lock.json").write_text(text)
 
 
 def _to_pickle(folder: Path, stem: str) -> None:
@@ -350,8 +370,9 @@ def test_bad_input_gives_one_line_error_exit_2_and_writes_nothing(case, base_con
     assert _snapshot(tmp_path) == before  # no output, staging or work folder, and inputs untouched
 
 
-def test_at_least_25_distinct_cases():
-    assert len({c.id for c in CASES}) == len(CASES) >= 25
+def test_at_least_25_distinct_core_cases():
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert len([c for c in CASES if not c.id.startswith("hub-")]) >= 25
 
 
 def test_console_script_prints_one_line_and_exits_2(tmp_path):

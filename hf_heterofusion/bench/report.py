@@ -73,14 +73,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     if grid.get("reductions"):
         lines += ["### What was reduced, and why", ""] + [f"- {r}" for r in grid["reductions"]] + [""]
 
-    ref = results.get("reference")
-    if ref:
-        lines += ["### Experts on their own base (upper reference)", ""]
-        owner = {t: ("target" if i == 0 else "source") for i, t in enumerate(tasks)}
-        lines += _table(["task", "expert", "score"],
-                        [[t, f"{owner[t]} family", f"{ref['scores'][t]:.1f}"] for t in tasks])
-        lines.append("")
-
+    lines += _experts_table(results)
     for setting in SETTINGS:
         table = results.get("tables", {}).get(setting)
         if not table:
@@ -100,6 +93,21 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += render_perf(results.get("perf"))
     lines += ["## Notes", ""] + [f"- {n}" for n in results.get("notes", [])] + [""]
     return "\n".join(lines)
+
+
+def _experts_table(results: dict) -> list[str]:
+    """Every expert: its base, task, training time, and (for task experts) its score on its own base."""
+    experts = results.get("experts") or []
+    if not experts:
+        return []
+    ref = (results.get("reference") or {}).get("scores", {})
+    lines = ["### Experts (score on their own base = the upper reference a fusion could carry over)", ""]
+    rows = []
+    for e in experts:
+        score = ref.get(e["task"])
+        rows.append([e["label"], e["role"], f"{score:.1f}" if score is not None and e["role"] != "noise" else "-",
+                     f"{e['train_seconds']:.0f}" + (" (cached)" if e.get("cached") else "")])
+    return lines + _table(["expert", "role", "own-base score", "train s"], rows) + [""]
 
 
 def _contributions(results: dict, setting: str) -> list[str]:
@@ -130,7 +138,8 @@ def render_perf(perf: dict | None) -> list[str]:
     if fit:
         lines += ["### Fit cost per replay example vs plain LoRA SFT (same model, data, sequence length)", ""]
         rows = [[r["label"], f"{r['seconds_per_example']:.2f}", f"{r['ratio_to_sft']:.2f}x",
-                 f"{r['peak_rss_mb']:.0f}", f"{r.get('hypernet_parameters', 0) / 1e6:.1f} M"] for r in fit]
+                 f"{r['peak_rss_mb']:.0f}",
+                 f"{r['hypernet_parameters'] / 1e6:.1f} M" if r.get("hypernet_parameters") else "-"] for r in fit]
         lines += _table(["job", "s / example", "ratio to SFT", "peak RSS (MB)", "hypernet params"], rows) + [""]
     export = perf.get("export")
     if export:

@@ -248,19 +248,19 @@ SHARED = ("anchor", "sft")  # independent of the source pool: run once, reported
 
 
 def plan(bench: Bench) -> list[tuple[str, str, int]]:
-    """Every (setting, method, seed) to run, cheapest and most informative first."""
+    """Every (setting, method, seed) to run, seed by seed: a run cut short still has every method once."""
     g = bench.grid
-    jobs: list[tuple[str, str, int]] = [("shared", "anchor", 0)]
-    jobs += [("shared", "sft", s) for s in g.seeds]
-    for setting in SETTINGS:
-        for method in baselines.MERGE_METHODS:
-            seeds = g.seeds if method in SEEDED else (0,)
-            jobs += [(setting, method, s) for s in seeds]
-    for method in ("hf_improved", "hf_faithful", "placebo"):
+    jobs: list[tuple[str, str, int]] = [("shared", "anchor", g.seeds[0])]
+    for seed in g.seeds:
+        first = seed == g.seeds[0]
+        jobs.append(("shared", "sft", seed))
         for setting in SETTINGS:
-            if method == "placebo" and setting == "noisy" and not g.placebo_in_noisy:
-                continue
-            jobs += [(setting, method, s) for s in g.seeds]
+            jobs += [(setting, m, seed) for m in baselines.MERGE_METHODS if first or m in SEEDED]
+        for method in ("hf_improved", "hf_faithful", "placebo"):
+            for setting in SETTINGS:
+                if method == "placebo" and setting == "noisy" and not g.placebo_in_noisy:
+                    continue
+                jobs.append((setting, method, seed))
     return jobs
 
 
@@ -325,7 +325,9 @@ def _fmt_scores(scores: dict) -> str:
 
 def _fingerprint(bench: Bench, setting: str, method: str = "", seed: int = 0) -> str:
     """What a stored result depends on: the grid (minus report-only fields), the method, seed and expert files."""
-    grid = {k: v for k, v in bench.grid.to_dict().items() if not k.startswith(("perf", "scaling", "reductions"))}
+    # Report-only fields and the seed list stay out: adding seeds or re-running the report reuses every result.
+    skip = ("perf", "scaling", "reductions", "seeds", "placebo_in_noisy", "name")
+    grid = {k: v for k, v in bench.grid.to_dict().items() if not k.startswith(skip)}
     experts_ = [str(bench.anchor), *map(str, bench.task_experts.values()), *map(str, bench.noise_experts.values())]
     data = {"grid": grid, "setting": setting, "method": method, "seed": seed, "experts": experts_, "v": 1}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
