@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from . import __version__
 from .adapters import LoraAdapter
@@ -48,8 +48,23 @@ def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.T
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(target.config)
     (out_dir / ADAPTER_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(tensors, out_dir / ADAPTER_WEIGHTS_NAME,
-              metadata={"format": "pt", "hf_heterofusion_version": __version__})
+    data = save(tensors, metadata={"format": "pt", "hf_heterofusion_version": __version__})
+    (out_dir / ADAPTER_WEIGHTS_NAME).write_bytes(_sorted_metadata(data))
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """The same safetensors bytes with `__metadata__` keys sorted.
+
+    safetensors keeps the metadata in a Rust hash map, so its key order (and the file's bytes) changes from one
+    process to the next; sorting makes the same fusion give the same file, which a resumed run is checked against.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(text) <= size, "reordering keys cannot lengthen the header"
+    return data[:8] + text.ljust(size) + data[8 + size :]
 
 
 def write_loss_plot(losses: list[dict], path: Path) -> None:

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Faults (issue 7), through the real `hf-heterofusion fuse` command in subprocesses:
+"""Faults (issue 7), through the real `hf-heterofusion fuse` command, killed with SIGKILL in subprocesses:
 
 * SIGKILL in the middle of the fit, then the same command again: it resumes from the last checkpoint and writes
   the same adapter, byte for byte, as an uninterrupted run with the same seed;
@@ -7,22 +7,27 @@
   the same command then succeeds;
 * a Hub token planted in `HF_TOKEN` appears in no output file and nowhere on stdout or stderr.
 
-Every run gets `HF_TOKEN` set to `PLANTED_TOKEN`, so the leak check covers all of them.
+Every run gets `HF_TOKEN` set to `PLANTED_TOKEN`, so the leak check covers all of them. The scenarios share one
+module fixture and run side by side: each CLI subprocess spends most of its ~10 s importing torch and transformers.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+
+from hf_heterofusion.cli import main
 
 
 CLI = str(Path(sys.executable).parent / "hf-heterofusion")
@@ -47,13 +52,15 @@ sys.exit(main(sys.argv[2:]))
 
 
 def _env() -> dict[str, str]:
-    # One thread: runs are bit-reproducible at any thread count, but two concurrent runs share two cores.
+    # One thread per run: two runs at a time share two cores, and every run (the in-process reference too) then
+    # reduces in the same order, which a bit-for-bit comparison needs.
     return dict(os.environ, HF_TOKEN=PLANTED_TOKEN, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                 TOKENIZERS_PARALLELISM="false")
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, env=_env(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with log.open("wb") as sink:
+        return subprocess.Popen(args, env=_env(), stdout=sink, stderr=subprocess.STDOUT)
 
 
 def _kill_when(conditions: list[tuple[Path, subprocess.Popen]], timeout: float = 240) -> None:
@@ -79,6 +86,21 @@ def _finish(proc: subprocess.Popen, log: Path) -> None:
     assert proc.wait(timeout=300) == 0, log.read_text(errors="replace")
 
 
+def _fuse_in_this_process(cfg: Path, out: Path, log: Path) -> None:
+    """The uninterrupted reference: the same CLI entry point, run here, where the libraries are imported already
+    (each subprocess spends most of its time importing). One thread, as in the subprocesses."""
+    threads, buffer = torch.get_num_threads(), io.StringIO()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch, redirect_stdout(buffer), redirect_stderr(buffer):
+            patch.setenv("HF_TOKEN", PLANTED_TOKEN)
+            code = main(["fuse", str(cfg), str(out)])
+    finally:
+        torch.set_num_threads(threads)
+        log.write_text(buffer.getvalue())
+    assert code == 0, buffer.getvalue()
+
+
 def _config(folder: Path, fixture_zoo, replay_file, **overrides) -> Path:
     from conftest import SMALL
 
@@ -99,8 +121,8 @@ def _report(out: Path) -> dict:
 def runs(tmp_path_factory, fixture_zoo, replay_file) -> dict:
     """All fault scenarios, run side by side to keep the wall time down (each CLI run spends most of it importing).
 
-    Phase 1: an uninterrupted reference run; a run killed right after its first checkpoint appears (mid-fit); a run
-    killed while its export is half-written. Phase 2: the two killed commands run again, unchanged.
+    Phase 1: a run killed right after its first checkpoint appears (mid-fit) and a run killed while its export is
+    half-written. Phase 2: the two killed commands run again, unchanged, and an uninterrupted reference run.
     """
     root = tmp_path_factory.mktemp("faults")
     cfg = _config(root, fixture_zoo, replay_file)
@@ -109,7 +131,6 @@ def runs(tmp_path_factory, fixture_zoo, replay_file) -> dict:
     marker = root / "export" / "exporting"
     log = {name: root / f"{name}.log" for name in ("ref", "fit", "fit-rerun", "export", "export-rerun")}
 
-    reference = _start([CLI, "fuse", str(cfg), str(ref)], log["ref"])
     killed_in_fit = _start([CLI, "fuse", str(cfg), str(fit)], log["fit"])
     killed_in_export = _start([sys.executable, "-c", HANG_IN_EXPORT, str(marker), "fuse", str(cfg), str(export)],
                               log["export"])
@@ -122,7 +143,8 @@ def runs(tmp_path_factory, fixture_zoo, replay_file) -> dict:
     }
     reruns = [_start([CLI, "fuse", str(cfg), str(fit)], log["fit-rerun"]),
               _start([CLI, "fuse", str(cfg), str(export)], log["export-rerun"])]
-    for proc, name in zip([reference, *reruns], ("ref", "fit-rerun", "export-rerun")):
+    _fuse_in_this_process(cfg, ref, log["ref"])  # meanwhile: the uninterrupted reference
+    for proc, name in zip(reruns, ("fit-rerun", "export-rerun")):
         _finish(proc, log[name])
     return {"root": root, "ref": ref, "fit": fit, "export": export, "after_kill": after_kill}
 
@@ -158,3 +180,23 @@ def test_planted_hub_token_never_appears_in_outputs_or_logs(runs):
     assert {"README.md", "fusion_report.json", "heterofusion_config.yml", "ref.log"} <= {p.name for p in files}
     leaks = [str(p) for p in files if PLANTED_TOKEN.encode() in p.read_bytes()]
     assert leaks == []  # stdout + stderr of every run, adapter, report, config copy, card, plots
+
+
+def test_adapter_bytes_do_not_depend_on_the_metadata_order_of_the_process(tmp_path):
+    """safetensors keeps metadata in a Rust hash map, whose key order differs between processes. The export sorts
+    it, so a resumed run can be compared byte for byte with an uninterrupted one."""
+    from safetensors.torch import load_file, save
+
+    from hf_heterofusion.export import _sorted_metadata
+
+    weight = torch.arange(6.0).reshape(2, 3)
+    raw = save({"w": weight}, metadata={"format": "pt", "hf_heterofusion_version": "0"})
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    files = []
+    for keys in (("format", "hf_heterofusion_version"), ("hf_heterofusion_version", "format")):
+        header["__metadata__"] = {k: header["__metadata__"][k] for k in keys}
+        files.append(raw[:8] + json.dumps(header, separators=(",", ":")).encode().ljust(size) + raw[8 + size :])
+    assert files[0] != files[1] and _sorted_metadata(files[0]) == _sorted_metadata(files[1])
+    (tmp_path / "a.safetensors").write_bytes(_sorted_metadata(files[1]))
+    assert torch.equal(load_file(tmp_path / "a.safetensors")["w"], weight)
