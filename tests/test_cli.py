@@ -1,0 +1,37 @@
+# SPDX-License-Identifier: Apache-2.0
+import json
+import subprocess
+import sys
+
+import yaml
+
+from hf_heterofusion import __version__
+from hf_heterofusion.cli import main
+
+
+def test_version_and_help_of_the_console_script():
+    out = subprocess.run([sys.executable, "-m", "hf_heterofusion.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"hf-heterofusion {__version__}"
+    helptext = subprocess.run([sys.executable, "-m", "hf_heterofusion.cli", "--help"], capture_output=True, text=True)
+    for command in ("fuse", "merge", "check", "pull", "push", "card", "demo"):
+        assert command in helptext.stdout
+
+
+def test_fuse_command_with_set_override(make_config, tmp_path, capsys):
+    cfg = make_config(max_steps=1)
+    path = tmp_path / "fusion.yml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["fuse", str(path), str(tmp_path / "out"), "--set", "seed=7"]) == 0
+    report = json.loads((tmp_path / "out" / "fusion_report.json").read_text())
+    assert report["seed"] == 7 and report["training"]["optimizer_steps"] == 1
+    assert "fused adapter written to" in capsys.readouterr().out
+
+
+def test_demo_quick_runs_end_to_end_and_prints_measured_scores(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out-dir", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads((tmp_path / "demo" / "demo_scores.json").read_text())["scores"]
+    assert set(scores) == {"ner_person", "topic", "sentiment"}
+    for task, row in scores.items():
+        assert f"{row['fused']:.1f}" in printed.split(task, 1)[1].splitlines()[0]
+    assert (tmp_path / "demo" / "fused" / "adapter_model.safetensors").is_file()
