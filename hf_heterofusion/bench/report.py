@@ -86,6 +86,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             cells = [_pm(row["mean"][t], row["std"][t], n) for t in tasks]
             rows.append([METHOD_LABELS.get(method, method), *cells, f"**{_pm(row['mean']['avg'], row['std']['avg'], n)}**",
                          str(n), f"{row['fit_seconds']:.0f}"])
+        constant = results.get("constant")
+        if constant:
+            rows.append(["*reference: always the most frequent test answer*", *(f"*{constant[t]:.1f}*" for t in tasks),
+                         f"*{constant['avg']:.1f}*", "-", "-"])
         lines += _table(header, rows) + [""]
         contrib = _contributions(results, setting)
         if contrib:

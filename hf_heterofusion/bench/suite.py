@@ -62,6 +62,7 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
             "noisy": [f"{bench.grid.source}:{t}" for t in grid.tasks[1:]] + [f"noise:{n}" for n in grid.noise],
         }
         results["block_size_resolved"] = _resolved_block_size(bench)
+        results["constant"] = constant_scores(bench)
         score_reference_experts(bench)
         write_all(results, out)  # partial results early, refreshed as runs finish
         run_methods(bench, only=only, on_result=lambda: write_all(results, out))
@@ -77,6 +78,22 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
     finally:
         logging.getLogger("hf_heterofusion").removeHandler(handler)
         handler.close()
+
+
+def constant_scores(bench) -> dict[str, float]:
+    """Score of always answering a task's most frequent test answer: the floor a format-only model reaches."""
+    from collections import Counter
+
+    from hf_heterofusion.synthetic import score
+
+    out = {}
+    for task in bench.grid.tasks:
+        split = bench.splits[task]
+        refs = [row["response"] for row in split.test]
+        guess = Counter(refs).most_common(1)[0][0]
+        out[task] = score(split.task, [guess] * len(refs), refs)
+    out["avg"] = sum(out.values()) / len(out)
+    return out
 
 
 def _resolved_block_size(bench) -> int:
