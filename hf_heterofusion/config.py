@@ -33,8 +33,20 @@ class SourceSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     adapter: str = Field(description="Path or Hub id (`repo@revision`) of the source LoRA adapter.")
-    base_model: str | None = Field(default=None, description="The source's base model id, for the card only.")
+    base_model: str | None = Field(
+        default=None, description="Path or Hub id of the source's base model: loaded only when this source teaches "
+        "(`teacher: sources`); otherwise shown on the card.")
     weight: float = Field(default=1.0, ge=0.0, description="Scale applied to the source's update before fusion.")
+    name: str | None = Field(default=None, description="Name replay rows use in `\"source\"` (default: the "
+                             "adapter folder's name).")
+    # --- teacher stage (beyond the paper; used only with `teacher: sources`) ----------------------------------
+    prompts: str | None = Field(default=None, description="JSONL of unlabeled prompts of this source's task "
+                                "(`prompt` or `messages`; a `response` present is ignored); the source labels them.")
+    synthesize: int = Field(default=0, ge=0, le=100_000, description="Also make this many new prompts by few-shot "
+                            "prompting the source expert with its seed prompts.")
+    prompt_format: Literal["auto", "plain", "chat"] = Field(
+        default="auto", description="How the teacher sees a prompt: plain text, its chat template, or `auto` "
+        "(chat when the rows are `messages` and the source tokenizer has a chat template).")
 
 
 class FusionConfig(BaseModel):
@@ -97,6 +109,27 @@ class FusionConfig(BaseModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
     seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
     checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")
+
+    # --- teacher stage (beyond the paper, SPEC 2.10; off by default) -------------------------------------------
+    teacher: Literal["none", "sources"] = Field(
+        default="none", description="`sources`: each source expert (its base + adapter) labels prompts of its task, "
+        "and the labelled rows join the replay set; `none` is the faithful method.")
+    teacher_max_new_tokens: int = Field(default=64, ge=1, le=4096, description="Longest teacher answer (tokens).")
+    teacher_batch_size: int = Field(default=8, ge=1, description="Prompts per batched teacher generation.")
+    teacher_min_logprob: float | None = Field(
+        default=None, le=0.0, description="Keep only answers whose mean token log-probability under the teacher is "
+        "at least this (e.g. -1.0); `null` keeps all.")
+    teacher_drop_truncated: bool = Field(
+        default=True, description="Drop answers that hit `teacher_max_new_tokens` without an end-of-sequence token.")
+    teacher_repeat_ngram: int = Field(
+        default=4, ge=0, description="Drop answers in which some n-gram of this many tokens occurs 3 or more times "
+        "(degenerate loops); 0 turns the filter off.")
+    teacher_placebo: bool = Field(
+        default=False, description="Control: teach with each source base whose adapter has its B set to zero "
+        "(same base, no skill), to measure what the adapters themselves add.")
+    trainer: Literal["transfer_nets", "lora"] = Field(
+        default="transfer_nets", description="What learns from the (replay + teacher) rows: the paper's transfer "
+        "nets, or `lora`: the anchor adapter itself, trained directly (data-only SFT).")
 
     # --- output ------------------------------------------------------------------------------------------------
     output: Literal["adapter", "merged", "both"] = Field(default="adapter", description="What to write.")
@@ -185,7 +218,8 @@ def resolve_relative(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             out[key] = fix(out[key])
     if isinstance(out.get("sources"), list):
         out["sources"] = [
-            fix(s) if isinstance(s, str) else ({**s, "adapter": fix(s.get("adapter"))} if isinstance(s, dict) else s)
+            fix(s) if isinstance(s, str) else ({**s, **{k: fix(s[k]) for k in ("adapter", "base_model", "prompts")
+                                                    if k in s}} if isinstance(s, dict) else s)
             for s in out["sources"]
         ]
     return out

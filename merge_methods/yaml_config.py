@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 KERNEL_KEYS = ("weight", "density", "normalize")
 TRAINED_KEYS = (*PARAMETER_KEYS, "weight")
+# Keys of one source under `models[i].parameters` (SourceSpec fields that are not set by `model:` itself).
+SOURCE_KEYS = ("weight", "name", "prompts", "synthesize", "prompt_format")
 DATA_FREE_KEYS = (*KERNEL_KEYS, "output")
 # mergekit options the trained mode cannot honour: the output keeps the target's layers and tokenizer.
 UNSUPPORTED_TRAINED_KEYS = {
@@ -141,7 +143,7 @@ def trained_job(doc: MergeYaml, *, random_seed: int | None = None, trust_remote_
     sources = []
     for i, entry in enumerate(_model_entries(doc)):
         ref = _model_ref(entry.get("model"), doc, f"models[{i}].model")
-        local = _parameters(doc, entry.get("parameters"), ("weight",), f"models[{i}].parameters", single_values=True)
+        local = _parameters(doc, entry.get("parameters"), SOURCE_KEYS, f"models[{i}].parameters", single_values=True)
         if ref == base or (ref.lora is None and ref.model == base.model):
             if local:
                 raise ConfigError(f"{doc.where}: `models[{i}]` is the base model (target and anchor adapter); "
@@ -149,8 +151,10 @@ def trained_job(doc: MergeYaml, *, random_seed: int | None = None, trust_remote_
             continue
         adapter = ref.lora if ref.lora is not None else ref.model
         source_base = _resolve(ref.model, doc) if ref.lora is not None else None
-        sources.append({"adapter": _resolve(adapter, doc), "base_model": source_base,
-                         "weight": local.get("weight", default_weight)})
+        if isinstance(local.get("prompts"), str):
+            local["prompts"] = _resolve_path(local["prompts"], doc)
+        sources.append({**local, "adapter": _resolve(adapter, doc), "base_model": source_base,
+                        "weight": local.get("weight", default_weight)})
     if not sources:
         raise ConfigError(f"{doc.where}: `models:` lists no source adapter; add `- model: source_base+adapter` "
                           f"(or a bare adapter path) for each expert to fuse into the target")

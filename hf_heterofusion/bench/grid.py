@@ -80,10 +80,11 @@ FULL = Grid(name="full", target="smollm2", source="gemma3")
 
 REDUCED = FULL.with_(
     name="reduced", n_train=240, n_replay=16, n_test=32, expert_steps=30, noise_steps=15, epochs=2, embed_dim=256,
-    num_projections=512, perf_examples=16, scaling_examples=4,
+    num_projections=512, perf_examples=16, scaling_examples=8,
     reductions=(
-        "replay set: 16 examples per task (96 in all) instead of 150-300: every replay example costs one forward "
-        "and backward pass of the target per epoch, about 1 s on one contended CPU core",
+        "replay set: 16 examples per task (96 in all) instead of 150-300: every replay example costs a forward and "
+        "backward pass of the target plus (amortize off) a transfer-net pass, ~2 s per example per epoch for the "
+        "faithful preset on one CPU core, and the grid has 18 fusion runs",
         "fusion and the SFT control: 2 epochs instead of 3 (24 optimiser steps of batch 1 x accumulation 8)",
         "faithful preset: E=256 instead of 1024 and K=512 RDM projections instead of 2048; the net pass at E=1024 "
         "costs ~4x more and dominates the step on CPU (see the performance section for E=1024 timings)",

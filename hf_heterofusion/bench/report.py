@@ -43,8 +43,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     grid, models = results["grid"], results.get("models", {})
     tasks = grid["tasks"]
     lines = [f"# HeteroFusion benchmark (`{grid['name']}` grid)", ""]
-    lines += [f"Command: `{results.get('command', '')}`  ", f"Finished: {results.get('finished', '?')}, "
-              f"wall time {results.get('wall_seconds', 0) / 60:.0f} min, torch threads {results.get('threads')}.", ""]
+    compute = results.get("compute_seconds") or {}
+    lines += [f"Command: `{results.get('command', '')}`  ",
+              f"Finished: {results.get('finished', '?')}; torch threads {results.get('threads')}; wall time of the "
+              f"last invocation {results.get('wall_seconds', 0) / 60:.0f} min. Compute recorded over all invocations "
+              f"(cached results are reused): experts {compute.get('experts', 0) / 60:.0f} min, method runs incl. "
+              f"scoring {compute.get('methods', 0) / 60:.0f} min.", ""]
     lines += ["## Setup", ""]
     for role in ("target", "source"):
         m = models.get(role)
@@ -85,7 +89,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             n = row["n_seeds"]
             cells = [_pm(row["mean"][t], row["std"][t], n) for t in tasks]
             rows.append([METHOD_LABELS.get(method, method), *cells, f"**{_pm(row['mean']['avg'], row['std']['avg'], n)}**",
-                         str(n), f"{row['fit_seconds']:.0f}"])
+                         str(n), f"{row['fit_seconds']:.0f}" if row["fit_seconds"] else "-"])
         constant = results.get("constant")
         if constant:
             rows.append(["*reference: always the most frequent test answer*", *(f"*{constant[t]:.1f}*" for t in tasks),
@@ -187,6 +191,11 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
         colors = ["#d62728" if m.startswith("hf_") else "#7f7f7f" if m in ("anchor", "sft") else "#1f77b4"
                   for m in methods]
         ax.bar(range(len(methods)), means, yerr=stds, color=colors, capsize=3)
+        constant = (results.get("constant") or {}).get("avg")
+        if constant is not None:
+            ax.axhline(constant, color="black", linestyle="--", linewidth=0.8,
+                       label="always the most frequent answer")
+            ax.legend(loc="upper right", fontsize=8)
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("average score over tasks (0-100)")

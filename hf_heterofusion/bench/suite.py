@@ -71,6 +71,7 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
 
             results["perf"] = run_perf(bench)
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
+        results["compute_seconds"] = _compute_seconds(results)
         results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         paths = write_all(results, out)
         logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
@@ -78,6 +79,15 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
     finally:
         logging.getLogger("hf_heterofusion").removeHandler(handler)
         handler.close()
+
+
+def _compute_seconds(results: dict) -> dict[str, float]:
+    """Compute recorded across invocations (expert training and method runs survive in the caches)."""
+    runs = [r for methods in results.get("runs", {}).values() for seeds in methods.values() for r in seeds.values()]
+    return {
+        "experts": round(sum(e.get("train_seconds", 0.0) for e in results.get("experts", [])), 1),
+        "methods": round(sum(r.get("wall_seconds", 0.0) for r in runs), 1),
+    }
 
 
 def constant_scores(bench) -> dict[str, float]:
