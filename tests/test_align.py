@@ -21,6 +21,7 @@ def test_tail_alignment_deeper_source_skips_its_bottom_layers():
         ("head", 0.25, tuple((i, i) for i in range(7))),
         ("head", 1.0, tuple((i, i) for i in range(28))),
         ("naive", 1.0, tuple((i, i) for i in range(28))),
+        ("naive", 0.5, tuple((i, i) for i in range(14))),  # the FIRST floor(28 * 0.5) pairs, as the reference
         ("uniform", 1.0, tuple((round(i * 31 / 27), i) for i in range(28))),
     ],
 )
@@ -31,7 +32,7 @@ def test_alignment_modes(mode, ratio, expected):
 def test_transfer_ratio_keeps_at_least_one_pair():
     assert align_layers(4, 3, "tail", 0.01) == ((3, 2),)
     assert align_layers(4, 3, "head", 0.01) == ((0, 0),)
-    assert align_layers(4, 3, "naive", 0.5) == ((2, 2),)
+    assert align_layers(4, 3, "naive", 0.5) == ((0, 0),)
     assert align_layers(6, 3, "uniform", 1.0) == ((0, 0), (2, 1), (5, 2))
 
 
