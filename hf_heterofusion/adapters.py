@@ -238,10 +238,10 @@ def _role_modules(
 def peft_scaling(config: dict, module: str, rank: int) -> float:
     r"""PEFT's `scaling` of one module: `lora_alpha / r` (rsLoRA: `/ sqrt(r)`), honouring `alpha_pattern`.
 
-    PEFT (`peft.utils.other.get_pattern_key`) takes the FIRST pattern, in the config's order, that matches a
-    whole dotted tail of the module's name in the base model (`(.*\.)?(pattern)$`), so `q_proj` matches
-    `model.layers.0.self_attn.q_proj` but not `...q_proj_x`, and a later, more specific pattern never overrides
-    an earlier one. `module` may carry PEFT's `base_model.model.` prefix. `rank` is the module's real rank (its
+    PEFT (`peft.utils.other.get_pattern_key`) takes the FIRST pattern, in the order of adapter_config.json
+    (which PEFT writes with sorted keys), that matches a whole dotted tail of the module's name in the base model
+    (`(.*\.)?(pattern)$`): `q_proj` matches `model.layers.0.self_attn.q_proj` but not `...xq_proj`, and a later
+    pattern never overrides an earlier one. `module` may carry PEFT's `base_model.model.` prefix. `rank` is the module's real rank (its
     A's rows), which already reflects any `rank_pattern` (matched by the same rule when the adapter was built).
     """
     name = module.removeprefix(PEFT_PREFIX)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.pipeline import FitResult
 from hf_heterofusion.safetensors_header import checkpoint_files, file_shapes
 
-from .tasks import FitHeteroFusion, FoldLoraIntoWeight, WriteFusedAdapter, accelerator_for, local_input
+from .tasks import FitHeteroFusion, FoldLoraIntoWeight, WriteFusedAdapter, local_input
 
 
 if TYPE_CHECKING:

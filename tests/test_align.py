@@ -2,6 +2,7 @@
 import pytest
 
 from hf_heterofusion.align import align_layers
+from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.blocks import num_blocks
 
 
@@ -34,6 +35,18 @@ def test_transfer_ratio_keeps_at_least_one_pair():
     assert align_layers(4, 3, "head", 0.01) == ((0, 0),)
     assert align_layers(4, 3, "naive", 0.5) == ((0, 0),)
     assert align_layers(6, 3, "uniform", 1.0) == ((0, 0), (2, 1), (5, 2))
+
+
+@pytest.mark.parametrize(("value", "ratio"), [("3/4", 0.75), ("1", 1.0), ("1/1", 1.0), (" 1 / 2 ", 0.5), (0.25, 0.25)])
+def test_transfer_ratio_accepts_the_reference_fraction_strings(value, ratio):
+    from pydantic import TypeAdapter
+
+    from hf_heterofusion.merge_methods.heterofusion import parameter_specs
+
+    data = dict(target_model="m", target_adapter="a", sources=["s"], replay="r.jsonl", transfer_ratio=value)
+    assert FusionConfig.from_mapping(data).transfer_ratio == ratio
+    spec = next(p for p in parameter_specs() if p.name == "transfer_ratio")  # mergekit validates the same type
+    assert TypeAdapter(spec.value_type).validate_python(value) == ratio
 
 
 # (A-blocks, B-blocks) per module at b=4096, research/paper_spec.md §2.4.

@@ -180,6 +180,14 @@ CASES = [
          "{cfg}: `transfer_ratio` must be greater than 0 (got 0); the default is 1.0"),
     Case("transfer-ratio-above-one", _set(transfer_ratio=1.5),
          "{cfg}: `transfer_ratio` must be less than or equal to 1 (got 1.5); the default is 1.0"),
+    Case("transfer-ratio-bad-fraction", _set(transfer_ratio="3/x"),
+         "{cfg}: `transfer_ratio` must be a number or a fraction `a/b` of two numbers, such as `3/4` (got '3/x'); "
+         "the default is 1.0"),
+    Case("transfer-ratio-fraction-by-zero", _set(transfer_ratio="1/0"),
+         "{cfg}: `transfer_ratio` must be a number or a fraction `a/b` of two numbers, such as `3/4` (got '1/0'); "
+         "the default is 1.0"),
+    Case("transfer-ratio-fraction-above-one", _set(transfer_ratio="5/4"),
+         "{cfg}: `transfer_ratio` must be less than or equal to 1 (got 1.25); the default is 1.0"),
     Case("embed-dim-not-multiple-of-heads", _set(embed_dim=30),
          "{cfg}: `embed_dim` (30) must be a multiple of `num_heads` (4); change one of them"),
     Case("replay-required", lambda env: (env.data.pop("replay"), env.data.pop("max_steps")),
