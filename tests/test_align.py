@@ -2,8 +2,8 @@
 import pytest
 
 from hf_heterofusion.align import align_layers
-from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.blocks import num_blocks
+from hf_heterofusion.config import FusionConfig
 
 
 def test_tail_alignment_32_vs_28_pairs_target_4_to_31_with_source_0_to_27():

@@ -8,15 +8,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hf_heterofusion.errors import AdapterNotFoundError, ConfigError
 from hf_heterofusion.experts import (
     TRAINING_LOG_NAME,
+    _fit,
     evaluate,
     generate_answers,
-    _fit,
     load_model,
     train_base_lm,
     train_lora_expert,
