@@ -57,13 +57,13 @@ def file_header(path: str | Path) -> dict[str, TensorInfo]:
             if len(body) != length:
                 raise ValueError("header is truncated")
         header = json.loads(body)
-        out = {}
+        out, data_end = {}, 0
         for name, info in header.items():
             if name == "__metadata__":
                 continue
             start, end = info["data_offsets"]
             out[name] = TensorInfo(tuple(int(d) for d in info["shape"]), str(info["dtype"]), int(end) - int(start))
-        data_end = max((int(info["data_offsets"][1]) for k, info in header.items() if k != "__metadata__"), default=0)
+            data_end = max(data_end, int(end))
         if path.stat().st_size < 8 + length + data_end:  # a cut download: the header is whole, the data is not
             raise ValueError("the file is shorter than its header says")
         return out
@@ -102,4 +102,7 @@ def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     return {k: v.shape for k, v in file_header(path).items()}
 
 
-__all__ = ["HeaderError", "TensorInfo", "checkpoint_files", "checkpoint_header", "checkpoint_shapes", "file_header", "file_shapes"]
+__all__ = [
+    "HeaderError", "TensorInfo", "checkpoint_files", "checkpoint_header", "checkpoint_shapes", "file_header",
+    "file_shapes",
+]

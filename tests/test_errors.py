@@ -212,6 +212,9 @@ CASES = [
     Case("model-weights-corrupt", lambda env: (env.model() / "model.safetensors").write_bytes(b"\xff" * 64),
          "target model weights {inputs}/llama-model/model.safetensors are corrupt or truncated (<…>); re-download "
          "or re-save the model"),
+    Case("model-weights-truncated", lambda env: _truncate(env.model() / "model.safetensors"),
+         "target model weights {inputs}/llama-model/model.safetensors are corrupt or truncated (the file is shorter "
+         "than its header says); re-download or re-save the model"),
     Case("model-pickle-weights", lambda env: _to_pickle(env.model(), "model"),
          "target model {inputs}/llama-model has only pickle weights (pytorch_model.bin), and loading pickles can run "
          "arbitrary code; convert them to safetensors, or set `allow_pickle: true` if you trust their author"),
