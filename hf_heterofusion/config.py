@@ -19,12 +19,30 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+
+def _ratio_from_fraction(value: Any) -> Any:
+    """The reference's configs write ratios as strings, `"1"` or `"3/4"`; anything else is left to the float check.
+
+    It is part of the field's type (not a model validator) so mergekit's parameter check, which re-uses the
+    field's type and constraints, accepts the same spellings.
+    """
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    num, _, den = value.partition("/")
+    try:
+        ratio = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        ratio = math.nan
+    if not math.isfinite(ratio):
+        raise ValueError("must be a number or a fraction `a/b` of two numbers, such as `3/4`")
+    return ratio
 
 
 class SourceSpec(BaseModel):
@@ -64,7 +82,9 @@ class FusionConfig(BaseModel):
     layer_alignment: Literal["tail", "head", "uniform", "naive"] = Field(
         default="tail", description="How target layers are paired with source layers; `tail` is the paper's."
     )
-    transfer_ratio: float = Field(default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept.")
+    transfer_ratio: Annotated[float, BeforeValidator(_ratio_from_fraction)] = Field(
+        default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept (a number or `a/b`, e.g. `3/4`)."
+    )
 
     # --- blocking (§2.2) ---------------------------------------------------------------------------------------
     block_size: int | Literal["auto"] = Field(
@@ -96,6 +116,9 @@ class FusionConfig(BaseModel):
     lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
+    warmup_start: Literal["zero", "first_step"] = Field(
+        default="zero", description="`zero`: the first warmup step runs at lr 0 (transformers' schedule, the "
+        "reference's); `first_step`: warmup step k of W runs at lr*(k+1)/(W+1), never 0.")
     epochs: int = Field(default=3, ge=1, description="Passes over the replay set.")
     batch_size: int = Field(default=1, ge=1, description="Sequences per micro-batch.")
     gradient_accumulation_steps: int = Field(default=8, ge=1, description="Micro-batches per optimiser step.")

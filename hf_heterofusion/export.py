@@ -10,6 +10,7 @@ place only when complete (`staged_output`), so an interrupted export never leave
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,9 +22,9 @@ import torch
 from safetensors.torch import save
 
 from . import __version__
-from .adapters import LoraAdapter
+from .adapters import LoraAdapter, lora_key
 from .constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
-from .errors import OutputExistsError
+from .errors import DiskFullError, OutputExistsError
 from .fusion import FusionModel
 
 
@@ -35,8 +36,7 @@ def fused_tensors(fusion: FusionModel, target: LoraAdapter) -> tuple[dict[str, t
     tensors = dict(target.tensors)
     for patches, factor in ((out.b_patches, "B"), (out.a_patches, "A")):
         for module, value in patches.items():
-            key = next(k for k in (f"{module}.lora_{factor}.weight", f"{module}.lora_{factor}.default.weight")
-                       if k in tensors)
+            key = lora_key(tensors, module, factor)
             tensors[key] = value.detach().to("cpu", tensors[key].dtype).contiguous()
     mass = out.stats["source_mass"]
     contribution = (mass / mass.sum()).tolist() if mass.sum() > 0 else [0.0] * len(mass)
@@ -96,17 +96,28 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a staging directory next to `out_dir`; on success it atomically replaces `out_dir`."""
+def staged_output(out_dir: Path, *, overwrite: bool, needs_bytes: int | None = None) -> Iterator[Path]:
+    """Yield a staging directory next to `out_dir`; on success it atomically replaces `out_dir`.
+
+    On any failure the stage is deleted; a full disk (or quota) becomes a one-line `DiskFullError` that names
+    `out_dir` and the space it needs (`needs_bytes` when the caller knows it, else what was written before).
+    """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_stages(out_dir)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-{os.getpid()}-", dir=out_dir.parent))
+    stage = None
     try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-{os.getpid()}-", dir=out_dir.parent))
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+    except BaseException as err:
+        written = _tree_bytes(stage) if stage is not None else 0
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if is_disk_full(err):
+            needs = f"~{_mb(needs_bytes)} MB" if needs_bytes else f"more than the {_mb(written)} MB it had written"
+            raise DiskFullError(f"no space left on device while writing {out_dir} (needs {needs}); free space or "
+                                f"choose another output folder") from None
         raise
     old = None
     if out_dir.exists():
@@ -115,6 +126,33 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     os.replace(stage, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# How the libraries that write for us report it: safetensors' Rust writer raises `SafetensorError("... No space
+# left on device (os error 28)")`, other writers wrap the OSError; match the errno or its strerror text.
+_DISK_FULL_TEXT = tuple(os.strerror(code) for code in _DISK_FULL) + tuple(f"os error {code}" for code in _DISK_FULL)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` (or an exception it was raised from) says the device or the quota is full."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            return True
+        if isinstance(err, Exception) and any(text in str(err) for text in _DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}" if n < 10 * 2**20 else f"{n / 2**20:.0f}"
 
 
 def _remove_stale_stages(out_dir: Path) -> None:

@@ -28,6 +28,7 @@ from .fusion import FusionModel, ModuleGroup, build_groups
 from .rank import refactor_rank
 from .replay import ReplayData, read_replay
 from .roles import SUPPORTED_TARGET_FAMILIES
+from .safetensors_header import HeaderError, checkpoint_shapes
 from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
 
 
@@ -254,28 +255,13 @@ def _check_model_weights(model_dir: Path, cfg: FusionConfig) -> None:
                                  f"`allow_pickle: true` if you trust their author")
 
 
-def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import SafetensorError, safe_open
-
-    index = model_dir / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
-        ["model.safetensors"]
-    shapes = {}
-    for name in files:
-        if not (model_dir / name).is_file():
-            return {}
-        try:
-            with safe_open(model_dir / name, framework="pt") as f:
-                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
-        except (SafetensorError, OSError) as err:
-            raise AdapterFormatError(f"target model weights {model_dir / name} are corrupt or truncated "
-                                     f"({str(err).splitlines()[0]}); re-download or re-save the model") from None
-    return shapes
-
-
 def _check_against_base(target: LoraAdapter, model_dir: Path) -> None:
     """Each LoRA module's (d_out, d_in) must equal its base weight's shape (cheap: safetensors headers only)."""
-    shapes = _base_shapes(model_dir)
+    try:
+        shapes = checkpoint_shapes(model_dir)
+    except HeaderError as err:
+        raise AdapterFormatError(f"target model weights {err.path} are corrupt or truncated ({err.reason}); "
+                                 f"re-download or re-save the model") from None
     if not shapes:
         return
     for key, a in target.tensors.items():

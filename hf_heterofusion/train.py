@@ -28,12 +28,12 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup
 
 from .config import FusionConfig
 from .fusion import FusionModel
 from .patching import patch_lora_weights
 from .replay import collate
+from .schedule import cosine_with_warmup
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def train(
     optimizer = torch.optim.AdamW(fusion.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     windows, total = lr_schedule_steps(len(encoded), cfg, acc.num_processes)
     # The scheduler is stepped by hand once per optimiser step: accelerate's wrapper would step it once per process.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), max(1, total))
+    scheduler = cosine_with_warmup(optimizer, int(cfg.warmup_ratio * total), max(1, total), start=cfg.warmup_start)
     fusion_p, optimizer_p = acc.prepare(fusion, optimizer)
 
     step, losses = 0, []
@@ -101,8 +101,8 @@ def train(
         loader = acc.prepare_data_loader(loader)
         batches = list(loader)
         for w in range(windows):
-            global_step_in_epoch = epoch * windows + w
-            if global_step_in_epoch < step:
+            window_index = epoch * windows + w  # counts windows over all epochs: the optimiser step it makes
+            if window_index < step:
                 continue  # done before the checkpoint we resumed from
             if step >= total:
                 break
