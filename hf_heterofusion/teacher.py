@@ -242,6 +242,13 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
     return TeacherResult(tuple(rows), report)
 
 
+def measure_throughput(*args, **kwargs) -> dict[str, float]:
+    """Teacher rows/s batched vs unbatched (see `teacher_labels.measure_throughput`); used by the perf bench."""
+    from .teacher_labels import measure_throughput as measure
+
+    return measure(*args, **kwargs)
+
+
 def generation_settings(cfg: FusionConfig) -> dict[str, Any]:
     """What the cached generations depend on (filters are applied after the cache, so they are not here)."""
     return {"max_new_tokens": cfg.teacher_max_new_tokens, "batch_size": cfg.teacher_batch_size,
@@ -303,4 +310,4 @@ def free_memory() -> None:
 
 
 __all__ = ["TEACHER_REPLAY_NAME", "TeacherPlan", "TeacherPrompt", "TeacherResult", "TeacherRow", "cache_root",
-           "plan_teaching", "run_teachers", "source_names"]
+           "measure_throughput", "plan_teaching", "run_teachers", "source_names"]
