@@ -124,7 +124,7 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
     if not doc.is_heterofusion:
         return _run_plain_mergekit(doc, out_path, options=options, dry_run=dry_run, echo=echo)
     if doc.mode == "trained":
-        from .merge_methods.yaml_config import trained_job
+        from .merge_methods.yaml_trained import trained_job
 
         job = trained_job(doc, random_seed=options.random_seed, trust_remote_code=options.trust_remote_code)
         if dry_run:
@@ -138,7 +138,7 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
                           dtype=job.dtype, out_dtype=job.out_dtype, overwrite=overwrite, lock=job.lock)
         echo(f"heterofusion ({job.config.output}) written to {out_path}")
         return 0
-    from .merge_methods.yaml_config import data_free_configuration
+    from .merge_methods.yaml_data_free import data_free_configuration
 
     config, uses_lora = data_free_configuration(doc)
     if dry_run:
