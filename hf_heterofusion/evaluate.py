@@ -128,7 +128,7 @@ def _answers(base_dir: Path, adapter_dir: Path | None, rows: Sequence[dict], max
 
 
 def evaluate_output(out_dir: str | Path, held_out: HeldOut, *, lock: str | Path | None = None,
-                    max_new_tokens: int = 64) -> dict[str, Any]:
+                    max_new_tokens: int = 64, original_replay: str | None = None) -> dict[str, Any]:
     """Score a fusion output and its anchor on held-out rows; store it in the report and re-render the card.
 
     Args:
@@ -136,6 +136,8 @@ def evaluate_output(out_dir: str | Path, held_out: HeldOut, *, lock: str | Path 
         held_out ([`HeldOut`]): the rows to score (their `response` is the reference).
         lock (`Path`, *optional*): the pull lock, for Hub references of the target and anchor.
         max_new_tokens (`int`, *optional*, defaults to 64): generation budget per answer (greedy).
+        original_replay (`str`, *optional*): the replay file the user named, recorded in the report instead of
+            the training part that `held_out_for` wrote (which is deleted afterwards).
 
     Returns:
         `dict`: the `evaluation` entry of the report.
@@ -162,6 +164,8 @@ def evaluate_output(out_dir: str | Path, held_out: HeldOut, *, lock: str | Path 
         "results": {"fused": score_answers(fused, rows), "anchor": score_answers(anchor, rows)},
     }
     report["evaluation"] = evaluation
+    if original_replay is not None:
+        report["config"]["replay"] = original_replay
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_card(out)
     return evaluation
@@ -175,4 +179,27 @@ def summary_line(evaluation: dict[str, Any]) -> str:
             f"{anchor['exact_match']:.1f})")
 
 
-__all__ = ["HeldOut", "evaluate_output", "held_out_file", "score_answers", "split_replay", "summary_line", "token_f1"]
+__all__ = ["HeldOut", "evaluate_output", "held_out_file", "held_out_for", "score_answers", "split_replay", "summary_line", "token_f1"]
+
+
+def held_out_for(cfg, *, fraction: float | None, eval_file: str | Path | None, work_dir: Path,
+                 lock: str | Path | None = None):
+    """The config to train with and the rows to evaluate on (`None` when no evaluation was asked for).
+
+    With `eval_file` the rows come from that file and training uses the whole replay set; otherwise `fraction` of
+    the replay rows is held out and the returned config trains on the rest (a JSONL written into `work_dir`).
+    """
+    from .config import FusionConfig
+
+    if eval_file is not None:
+        return cfg, held_out_file(eval_file)
+    if fraction is None:
+        return cfg, None
+    if not cfg.replay:
+        raise ConfigError("--eval holds out replay rows, but the config has no `replay`; pass --eval-file")
+    from .pipeline import resolve_input
+
+    replay_path, _ = resolve_input(cfg.replay, what="replay file", lock=lock)
+    held = split_replay(replay_path, fraction, cfg.seed, work_dir / "replay-train.jsonl")
+    return FusionConfig.from_mapping({**cfg.model_dump(), "replay": str(work_dir / "replay-train.jsonl")},
+                                     where="--eval"), held
