@@ -130,7 +130,7 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    _apply_umask(stage)
+    apply_umask(stage)
     old = None
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -140,7 +140,7 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _apply_umask(root: Path) -> None:
+def apply_umask(root: Path) -> None:
     """Give the output the modes the user's umask asks for.
 
     `mkdtemp` creates the stage `0700` on purpose (nobody sees a half-written output), and some writers create files

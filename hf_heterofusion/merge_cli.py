@@ -172,8 +172,13 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
         return 0
     from mergekit.merge import run_merge
 
+    from pathlib import Path
+
+    from .export import apply_umask
+
     with _lora_merge_cache(options, uses_lora) as opts:
         run_merge(config, _required(out_path), options=opts, config_source=doc.text)
+    apply_umask(Path(out_path))  # mergekit's writer creates its shards 0600
     echo(f"heterofusion (data-free) merged model written to {out_path}")
     return 0
 

@@ -82,6 +82,9 @@ def _trained_mode_error(out_path: Any) -> Exception:
     class TrainedModeError(ConfigError, click.ClickException):
         exit_code = 2
 
+        def __init__(self, message: str) -> None:
+            click.ClickException.__init__(self, message)  # sets `.message`, which click prints
+
     return TrainedModeError(
         "this heterofusion config trains transfer nets (`base_model: target+anchor_adapter`), which mergekit's "
         f"planner cannot run; run it with `hf-heterofusion merge CONFIG.yml {out_path}` (same options)"
