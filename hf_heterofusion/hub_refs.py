@@ -213,7 +213,7 @@ def _with_teacher_bases(uses: list[RefUse], teacher: Any, *, mergekit: bool) -> 
             continue
         if use.base_model is None:
             fix = ("write it as `base+adapter` (`- model: SOURCE_BASE+ADAPTER`)" if mergekit else
-                   "give it a `base_model:` (write it as `base+adapter`: `{adapter: ..., base_model: ...}`)")
+                   "write it as `base+adapter`: `{adapter: ..., base_model: SOURCE_BASE}`")
             raise ConfigError(f"source `{use.ref}` ({use.where}) teaches (`teacher: sources`) but names no base "
                               f"model; {fix}")
         bases.append(RefUse(use.base_model, "source_base", use.where))
