@@ -12,7 +12,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from .config import hypernet_parameters
+from .config import hypernet_parameters, next_power_of_two
 from .errors import HeteroFusionWarning
 from .safetensors_header import checkpoint_header
 
@@ -30,19 +30,42 @@ def target_parameters(prepared: PreparedFusion) -> int:
     return sum(info.numel for info in checkpoint_header(prepared.target_model_dir).values())
 
 
-def fitting_embed_dim(prepared: PreparedFusion, budget: int) -> int | None:
-    """The largest `embed_dim` (a power of two, a multiple of `num_heads`) whose hypernets fit in `budget`."""
+def positions_needed(prepared: PreparedFusion) -> int:
+    """The longest token sequence of any module group (what the learned position table must cover)."""
+    longest = 1
+    for group in prepared.groups:
+        for b in group.buckets:
+            longest = max(longest, b.target_tokens.shape[1], int(b.source_positions.max().item()) + 1)
+    return longest
+
+
+def fitting_sizes(prepared: PreparedFusion, budget: int) -> dict[str, int] | None:
+    """The largest `embed_dim` (a power of two, a multiple of `num_heads`) whose hypernets fit in `budget`, with
+    `max_position_embeddings` cut to what the sequences need when the position table alone would not fit."""
     c = prepared.config
-    best = None
-    e = c.num_heads
-    while e < c.embed_dim:
-        total = sum(hypernet_parameters(g.rank, prepared.block_size, e, c.max_position_embeddings,
-                                        sources=len(prepared.sources), position_mode=c.position_mode)
-                    for g in prepared.groups)
-        if total > budget:
-            break
-        best, e = e, e * 2
-    return best
+    for positions in dict.fromkeys((c.max_position_embeddings,
+                                    min(c.max_position_embeddings, next_power_of_two(positions_needed(prepared))))):
+        best = None
+        e = c.num_heads
+        while e < c.embed_dim:
+            total = sum(hypernet_parameters(g.rank, prepared.block_size, e, positions, sources=len(prepared.sources),
+                                            position_mode=c.position_mode)
+                        for g in prepared.groups)
+            if total > budget:
+                break
+            best, e = e, e * 2
+        if best is not None:
+            return {"embed_dim": best, **({"max_position_embeddings": positions}
+                                         if positions < c.max_position_embeddings else {})}
+    return None
+
+
+def suggestion(prepared: PreparedFusion, budget: int) -> str:
+    """`set `embed_dim: 32` ...` for the warning (or the generic advice when nothing fits)."""
+    sizes = fitting_sizes(prepared, budget)
+    if sizes is None:
+        return "lower `embed_dim` and `block_size`"
+    return "set " + ", ".join(f"`{k}: {v}`" for k, v in sizes.items()) + " (or smaller)"
 
 
 def announce_hypernet_size(prepared: PreparedFusion, *, show: bool = True) -> int:
@@ -59,8 +82,7 @@ def announce_hypernet_size(prepared: PreparedFusion, *, show: bool = True) -> in
         print(f"hypernet: {total:,} parameters in {len(prepared.groups)} transfer net(s) (block size "
               f"{prepared.block_size}, embed_dim {c.embed_dim}){versus}", file=sys.stderr)
     if target and total > target:
-        smaller = fitting_embed_dim(prepared, target)
-        fix = f"set `embed_dim: {smaller}` (or smaller)" if smaller else "lower `embed_dim` and `block_size`"
+        fix = suggestion(prepared, target)
         warnings.warn(HypernetSizeWarning(
             f"the transfer nets have {total:,} parameters, {total / target:.1f}x the target model's {target:,} "
             f"(block size {prepared.block_size}, embed_dim {c.embed_dim}); training will be slow and memory-hungry "
@@ -68,4 +90,5 @@ def announce_hypernet_size(prepared: PreparedFusion, *, show: bool = True) -> in
     return total
 
 
-__all__ = ["HypernetSizeWarning", "announce_hypernet_size", "fitting_embed_dim", "target_parameters"]
+__all__ = ["HypernetSizeWarning", "announce_hypernet_size", "fitting_sizes", "positions_needed", "suggestion",
+           "target_parameters"]

@@ -16,7 +16,7 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import MERGED_SUBDIR, ROLES
 from hf_heterofusion.pipeline import PreparedFusion, prepare, resolve_input
 from hf_heterofusion.safetensors_header import checkpoint_header
-from hf_heterofusion.sizing import fitting_embed_dim, target_parameters
+from hf_heterofusion.sizing import suggestion, target_parameters
 
 from .yaml_config import MergeYaml
 from .yaml_trained import TrainedJob
@@ -140,9 +140,7 @@ def _hypernet(prepared: PreparedFusion) -> list[str]:
     if target:
         lines.append(f"  target model {target:,} parameters: the hypernets are {total / target:.2g}x its size")
         if total > target:
-            smaller = fitting_embed_dim(prepared, target)
-            fix = f"`embed_dim: {smaller}` fits" if smaller else "lower `embed_dim` and `block_size`"
-            lines.append(f"warning: the transfer nets are larger than the target model; {fix}")
+            lines.append(f"warning: the transfer nets are larger than the target model; {suggestion(prepared, target)}")
     return lines
 
 

@@ -79,7 +79,11 @@ def test_every_entry_point_prints_the_hypernet_size_and_warns_when_it_dwarfs_the
     err = capsys.readouterr().err
     assert err.count("hypernet: ") == 2 and err.count("warning: the transfer nets have") == 2
     assert main(["check", str(_fuse_yaml(tmp_path, big))]) == 0
-    assert "warning: the transfer nets are larger than the target model; `embed_dim: 32` fits" in capsys.readouterr().out
+    assert "warning: the transfer nets are larger than the target model; set `embed_dim: 32` (or smaller)" in \
+        capsys.readouterr().out
+    paper = make_config(max_steps=0, embed_dim=1024, num_heads=8, max_position_embeddings=4096)
+    with pytest.warns(HypernetSizeWarning, match=r"set `embed_dim: \d+`, `max_position_embeddings: \d+` \(or"):
+        fuse(paper, tmp_path / "paper", show_progress=False)  # the README snippet's defaults on tiny models
     small = make_config(max_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", HypernetSizeWarning)  # the tests' sizes fit: no warning
