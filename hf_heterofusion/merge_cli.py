@@ -5,8 +5,8 @@
   `heterofusion` method registered. Its options are mergekit's own click definitions (`add_merge_options`), so
   every `mergekit-yaml` flag is accepted and means the same. A config whose `merge_method` is not `heterofusion`
   runs exactly as `mergekit-yaml` would run it.
-* `check CONFIG.yml` is `merge --dry-run`: it reads configs and adapter headers only and prints the plan, or the
-  one-line reason the fusion cannot run (exit status 2).
+* `check CONFIG.yml` is `merge --dry-run` (or `fuse --dry-run` for a fuse-format config): it reads configs and
+  adapter headers only and prints the plan, or the one-line reason the fusion cannot run (exit status 2).
 * `mergekit-hook install|uninstall|status` manages the start-up `.pth` file that lets the plain `mergekit-yaml`
   command find `heterofusion` as well.
 
@@ -42,9 +42,9 @@ def add_merge_commands(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("argv", nargs="*")
     merge.set_defaults(func=lambda args: merge_main(args.argv, catch_errors=False))
 
-    check = subparsers.add_parser("check", help="dry-run a mergekit YAML: alignment, modules, hypernet size, "
-                                                "memory and time estimates (exit 2 if the fusion cannot run)")
-    check.add_argument("config", help="mergekit YAML file")
+    check = subparsers.add_parser("check", help="dry-run a config (mergekit YAML or fuse format): alignment, "
+                                  "modules, hypernet size, memory and time estimates (exit 2 if it cannot run)")
+    check.add_argument("config", help="mergekit YAML or fuse-format YAML file")
     check.set_defaults(func=lambda args: check_config(args.config))
 
     hook = subparsers.add_parser("mergekit-hook", help="let the plain `mergekit-yaml` command find `heterofusion` "

@@ -85,8 +85,8 @@ def announce_hypernet_size(prepared: PreparedFusion, *, show: bool = True) -> in
         fix = suggestion(prepared, target)
         warnings.warn(HypernetSizeWarning(
             f"the transfer nets have {total:,} parameters, {total / target:.1f}x the target model's {target:,} "
-            f"(block size {prepared.block_size}, embed_dim {c.embed_dim}); training will be slow and memory-hungry "
-            f"for a model this size: {fix}"), stacklevel=2)
+            f"(block size {prepared.block_size}, embed_dim {c.embed_dim}); nets larger than their model cost time "
+            f"and memory out of proportion: {fix}"), stacklevel=2)
     return total
 
 
