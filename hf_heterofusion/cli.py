@@ -26,6 +26,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     from .config import FusionConfig
     from .constants import LOCK_NAME
 
+    if _is_mergekit_yaml(args.config):  # one way in: a mergekit YAML given to `fuse` runs as `merge` would
+        return _fuse_mergekit_yaml(args)
     cfg = FusionConfig.from_yaml(args.config)
     overrides = _split_overrides(args.set or [])
     if overrides:
@@ -54,6 +56,25 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"fused adapter written to {result.out_dir}")
     return 0
+
+
+def _is_mergekit_yaml(path: str) -> bool:
+    from .hub_refs import config_format
+    from .merge_methods.yaml_config import read_merge_yaml
+
+    return config_format(read_merge_yaml(path).data) == "mergekit"
+
+
+def _fuse_mergekit_yaml(args: argparse.Namespace) -> int:
+    from mergekit.options import MergeOptions
+
+    from .merge_cli import run_merge_config
+
+    if args.set:
+        raise ConfigError("--set applies to fuse-format configs; edit the mergekit YAML's `parameters:` instead")
+    return run_merge_config(args.config, args.out_dir, options=MergeOptions(), dry_run=args.dry_run,
+                            overwrite=args.overwrite, evaluation=(eval_fraction(args.eval, args.eval_fraction),
+                                                                  args.eval_file))
 
 
 def _cmd_make_example(args: argparse.Namespace) -> int:

@@ -54,8 +54,9 @@ def test_check_and_fuse_dry_run_accept_both_formats(make_config, tmp_path, capsy
     cfg = make_config(max_steps=1)
     fuse_cfg, merge_cfg = _fuse_yaml(tmp_path, cfg), _mergekit_yaml(tmp_path, cfg)
     outputs = []
-    for argv in (["check", str(fuse_cfg)], ["check", str(merge_cfg)], ["fuse", str(fuse_cfg), str(tmp_path / "o"),
-                                                                        "--dry-run"]):
+    for argv in (["check", str(fuse_cfg)], ["check", str(merge_cfg)],
+                 ["fuse", str(fuse_cfg), str(tmp_path / "o"), "--dry-run"],
+                 ["fuse", str(merge_cfg), str(tmp_path / "o"), "--dry-run"]):
         assert main(argv) == 0
         outputs.append(capsys.readouterr().out)
     for text in outputs:
@@ -184,3 +185,17 @@ def test_loss_plot_draws_ce_and_rdm_on_their_own_axes(tmp_path):
 
     assert Image.open(tmp_path / "loss.png").size == (600, 440)  # two stacked panels
     plt.close("all")
+
+
+def test_merge_eval_on_a_mergekit_yaml_and_its_refusal_for_data_free(make_config, fixture_zoo, tmp_path, capsys):
+    cfg = make_config(max_steps=1)
+    config = _mergekit_yaml(tmp_path, cfg, max_steps=1, num_projections=16, gradient_accumulation_steps=2)
+    assert main(["merge", str(config), str(tmp_path / "out"), "--eval-fraction", "0.25"]) == 0
+    assert "evaluation on 2 held-out rows" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "fusion_report.json").read_text())
+    assert report["evaluation"]["rows"] == 2 and report["training"]["replay_examples"] == 6
+    data_free = tmp_path / "df.yml"
+    data_free.write_text(yaml.safe_dump({**MERGEKIT, "base_model": str(fixture_zoo.model("llama")),
+                                         "models": [{"model": str(fixture_zoo.adapter("llama"))}]}))
+    assert main(["merge", str(data_free), str(tmp_path / "df"), "--eval"]) == 2
+    assert "--eval scores a trained heterofusion fusion" in capsys.readouterr().err
