@@ -170,9 +170,9 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
 
         echo(describe_data_free(doc, config))
         return 0
-    from mergekit.merge import run_merge
-
     from pathlib import Path
+
+    from mergekit.merge import run_merge
 
     from .export import apply_umask
 
