@@ -168,7 +168,7 @@ def card_context(
         "seed": report.get("seed"),
         "roles": sorted((report.get("roles") or {}).items()),
         "modules": report.get("modules") or {},
-        "evaluation": sorted((report.get("evaluation") or {}).items()),
+        **_evaluation_context(report.get("evaluation"), kind),
         "versions": sorted((report.get("versions") or {}).items()),
         "license": _license(report),
         "config_yaml": (config_yaml or "").rstrip("\n"),
@@ -179,6 +179,32 @@ def card_context(
         "paper_url": PAPER_URL,
         "citation": PAPER_CITATION,
     }
+
+
+def _evaluation_context(evaluation: Any, kind: str) -> dict[str, Any]:
+    """The card's claim comes from measured scores only: a held-out evaluation (`--eval`), legacy flat scores
+    (benchmark / demo: task -> score), or a plain statement that the output was not evaluated."""
+    what = "model" if kind == "merged" else "adapter"
+    if isinstance(evaluation, Mapping) and isinstance(evaluation.get("results"), Mapping):
+        fused, anchor = evaluation["results"].get("fused", {}), evaluation["results"].get("anchor", {})
+        rows = [{"subset": name, "fused": fused[name], "anchor": anchor.get(name, {})} for name in fused]
+        overall_f, overall_a = fused.get("all", {}).get("f1"), anchor.get("all", {}).get("f1")
+        if overall_f is None or overall_a is None:
+            verdict = "see the table below"
+        else:
+            diff = overall_f - overall_a
+            verdict = ("better than" if diff > 0.5 else "worse than" if diff < -0.5 else "about the same as")
+            verdict = (f"F1 {overall_f:.1f} against {overall_a:.1f} for the anchor adapter alone: {verdict} the "
+                       f"anchor")
+        summary = f"Measured on {evaluation.get('data', 'held-out rows')}: {verdict}."
+        return {"evaluation": [], "eval_rows": rows, "eval_info": evaluation, "eval_summary": summary}
+    if isinstance(evaluation, Mapping) and evaluation:
+        return {"evaluation": sorted(evaluation.items()), "eval_rows": [], "eval_info": {},
+                "eval_summary": "Measured scores are in the Evaluation section."}
+    return {"evaluation": [], "eval_rows": [], "eval_info": {},
+            "eval_summary": f"This {what} was not evaluated: no measurement shows that it keeps the anchor "
+                            f"adapter's task or gains the experts' (`hf-heterofusion fuse --eval` or "
+                            f"`merge --eval` scores it on held-out replay rows)."}
 
 
 def card_data(report: Mapping[str, Any]) -> ModelCardData:

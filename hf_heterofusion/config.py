@@ -88,7 +88,8 @@ class FusionConfig(BaseModel):
 
     # --- blocking (§2.2) ---------------------------------------------------------------------------------------
     block_size: int | Literal["auto"] = Field(
-        default=4096, description="Rows per block token (paper 4096); `auto` = next power of two >= hidden size."
+        default="auto", description="Rows per block token; `auto` (default) = next power of two >= the widest hidden "
+        "size of target and sources, which is the paper's 4096 on 4096-wide models."
     )
 
     # --- transfer nets (§2.3-2.5) ------------------------------------------------------------------------------

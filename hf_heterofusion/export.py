@@ -43,10 +43,28 @@ def fused_tensors(fusion: FusionModel, target: LoraAdapter) -> tuple[dict[str, t
     return tensors, {"roles": out.stats["roles"], "contribution": contribution}
 
 
-def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a PEFT adapter directory: the target's config and the fused tensors (safetensors)."""
+def adapter_base_reference(target_model: str, sha: str | None) -> tuple[str, str | None]:
+    """How the written adapter names its base: (`base_model_name_or_path`, `revision`).
+
+    The Hub id and its pinned commit when the target came from the Hub (`sha` from the lock), else the path given
+    in the config. Copying the anchor's field instead would name wherever the anchor was trained (often a folder
+    that no longer exists, or null), and `AutoPeftModelForCausalLM` could not load the result.
+    """
+    if sha is not None:
+        return target_model.split("@", 1)[0], sha
+    return str(target_model), None
+
+
+def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.Tensor], *,
+                  base: tuple[str, str | None] | None = None) -> None:
+    """Write a PEFT adapter directory: the target's config (naming `base`, see `adapter_base_reference`) and the
+    fused tensors (safetensors)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(target.config)
+    if base is not None:
+        config["base_model_name_or_path"], revision = base
+        if revision is not None:
+            config["revision"] = revision
     (out_dir / ADAPTER_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     data = save(tensors, metadata={"format": "pt", "hf_heterofusion_version": __version__})
     (out_dir / ADAPTER_WEIGHTS_NAME).write_bytes(_sorted_metadata(data))
@@ -68,21 +86,25 @@ def _sorted_metadata(data: bytes) -> bytes:
 
 
 def write_loss_plot(losses: list[dict], path: Path) -> None:
-    """A PNG of the training loss (CE and total) per optimiser step."""
+    """A PNG of the two training terms per optimiser step: replay CE and the RDM regulariser, each on its own axis.
+
+    Their sum would hide the CE: RDM is on another scale and `lambda * RDM` can dominate the total.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig, (ax_ce, ax_rdm) = plt.subplots(2, 1, figsize=(6, 4.4), dpi=100, sharex=True)
     if losses:
         steps = [r["step"] for r in losses]
-        ax.plot(steps, [r["ce"] for r in losses], label="replay CE")
-        ax.plot(steps, [r["loss"] for r in losses], label="CE + lambda*RDM", alpha=0.7)
-        ax.legend()
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    ax.set_title("HeteroFusion transfer-net training")
+        ax_ce.plot(steps, [r["ce"] for r in losses], label="replay CE", color="tab:blue")
+        if all("rdm" in r for r in losses):
+            ax_rdm.plot(steps, [r["rdm"] for r in losses], label="RDM (before lambda)", color="tab:orange")
+    ax_ce.set_ylabel("replay CE")
+    ax_rdm.set_ylabel("RDM")
+    ax_rdm.set_xlabel("optimiser step")
+    ax_ce.set_title("HeteroFusion transfer-net training")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
@@ -119,6 +141,7 @@ def staged_output(out_dir: Path, *, overwrite: bool, needs_bytes: int | None = N
             raise DiskFullError(f"no space left on device while writing {out_dir} (needs {needs}); free space or "
                                 f"choose another output folder") from None
         raise
+    apply_umask(stage)
     old = None
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -153,6 +176,19 @@ def _tree_bytes(folder: Path) -> int:
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f}" if n < 10 * 2**20 else f"{n / 2**20:.0f}"
+
+
+def apply_umask(root: Path) -> None:
+    """Give the output the modes the user's umask asks for.
+
+    `mkdtemp` creates the stage `0700` on purpose (nobody sees a half-written output), and some writers create files
+    `0600`; the finished output must look like anything else the user creates (`0755`/`0644` under umask 022).
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _remove_stale_stages(out_dir: Path) -> None:

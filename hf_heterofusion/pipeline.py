@@ -140,6 +140,9 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
+    from .sizing import announce_hypernet_size
+
+    announce_hypernet_size(prepared, show=show_progress)
     examples = prepared.replay.examples if prepared.replay else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     taught = None
@@ -186,7 +189,7 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
 
     Returns `None` on non-main processes of a distributed run (only the main process writes).
     """
-    from .export import check_output_dir, staged_output, write_adapter, write_loss_plot
+    from .export import adapter_base_reference, check_output_dir, staged_output, write_adapter, write_loss_plot
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)  # fail before hours of training, not after
@@ -197,7 +200,8 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
         return None
     report = dict(result.report, config_yaml=config_yaml, output_kind="adapter")
     with staged_output(out_dir, overwrite=overwrite) as stage:
-        write_adapter(stage, prepared.target, result.tensors)
+        write_adapter(stage, prepared.target, result.tensors,
+                      base=adapter_base_reference(cfg.target_model, prepared.target_revisions.get("model")))
         (stage / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / CONFIG_COPY_NAME).write_text(config_yaml or cfg.to_yaml(), encoding="utf-8")
         write_loss_plot(report["training"]["losses"], stage / LOSS_PLOT_NAME)

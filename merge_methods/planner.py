@@ -210,7 +210,9 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
         executor = Executor(list(graph.targets), math_device=options.device or "cpu",
                             storage_device=(options.device or "cpu") if options.low_cpu_memory else "cpu")
         result: FitResult | None = None
-        for task, value in executor.run(quiet=options.quiet, desc="HeteroFusion"):
+        # The fit is one task that runs for minutes among ~100 instant ones: mergekit's per-task bar would show an
+        # ETA extrapolated from task counts. Training has its own per-step bar (train.py), so this one stays off.
+        for task, value in executor.run(quiet=True, desc="HeteroFusion"):
             if isinstance(task, FitHeteroFusion):
                 result = value
         if result is None:  # pragma: no cover - the fit task is always a target

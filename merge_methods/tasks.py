@@ -60,12 +60,15 @@ class WriteFusedAdapter(Task[None]):
 
     def execute(self, fit: FitResult, **_kwargs: Any) -> None:
         from hf_heterofusion.adapters import load_adapter
-        from hf_heterofusion.export import write_adapter
+        from hf_heterofusion.export import adapter_base_reference, write_adapter
+        from hf_heterofusion.pipeline import resolve_input
 
         cfg = FusionConfig.model_validate_json(self.fit.config_json)
         anchor = load_adapter(local_input(cfg.target_adapter, "target adapter", self.fit.lock),
                               allow_pickle=cfg.allow_pickle)
-        write_adapter(Path(self.out_path), anchor, _cast(fit.tensors, self.out_dtype))
+        _, sha = resolve_input(cfg.target_model, what="target model", lock=self.fit.lock)
+        write_adapter(Path(self.out_path), anchor, _cast(fit.tensors, self.out_dtype),
+                      base=adapter_base_reference(cfg.target_model, sha))
 
     def main_thread_only(self) -> bool:
         return True

@@ -163,13 +163,13 @@ CASES = [
          "{cfg}: `layer_alignment` must be 'tail', 'head', 'uniform' or 'naive' (got 'tial'); the default is 'tail'"),
     Case("block-size-zero", _set(block_size=0),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 0); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("block-size-too-large", _set(block_size=70000),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 70000); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("block-size-not-a-number", _set(block_size="big"),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 'big'); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("lr-zero", _set(lr=0), "{cfg}: `lr` must be greater than 0 (got 0); the default is 5e-05"),
     Case("lr-too-large", _set(lr=2.0), "{cfg}: `lr` must be less than or equal to 1 (got 2.0); the default is 5e-05"),
     Case("alpha-init-zero", _set(alpha_init=0),
