@@ -127,6 +127,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _sample(value: Any, width: int = 100) -> str:
+    """A teacher row's prompt or answer on one line of the card (chat turns joined), cut to `width`."""
+    if isinstance(value, list):
+        value = " / ".join(m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") != "assistant")
+    text = " ".join(str(value).split()).replace("`", "'")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _fmt_list(values: Any) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "none"
 
@@ -168,6 +176,7 @@ def card_context(
         "seed": report.get("seed"),
         "roles": sorted((report.get("roles") or {}).items()),
         "modules": report.get("modules") or {},
+        "teacher": report.get("teacher"),
         **_evaluation_context(report.get("evaluation"), kind),
         "versions": sorted((report.get("versions") or {}).items()),
         "license": _license(report),
@@ -273,7 +282,7 @@ def render_card(out_dir: Path | str, *, title: str | None = None) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,  # a typo in the template fails the golden test instead of printing ""
     )
-    env.filters.update(fmt=_fmt, fmt_list=_fmt_list)
+    env.filters.update(fmt=_fmt, fmt_list=_fmt_list, sample=_sample)
     context = card_context(report, config_yaml=config_yaml, pictures=pictures, title=title)
     text = env.get_template(TEMPLATE_NAME).render(card_data=card_data(report).to_yaml(), **context)
     return str(ModelCard(text))  # parsing it back checks the front matter is valid YAML

@@ -48,8 +48,35 @@ def describe_fusion(cfg: FusionConfig, *, lock: Path | None, out_dir: str | None
     lines += _modules(prepared)
     lines += [""] + _hypernet(prepared)
     lines += [""] + _estimates(prepared, replay_count)
+    if prepared.teaching:
+        lines += [""] + _teachers(prepared)
     lines += [""] + _outputs(cfg.output, out_dir, dtype, out_dtype)
     return "\n".join(lines)
+
+
+def _teachers(prepared: PreparedFusion) -> list[str]:
+    """Which sources teach, with how many prompts, and a rough labelling time (2 FLOPs per parameter and token)."""
+    cfg = prepared.config
+    lines = [f"teacher stage (`teacher: sources`{', placebo: adapters with B = 0' if cfg.teacher_placebo else ''}; "
+             f"greedy, batches of {cfg.teacher_batch_size}, at most {cfg.teacher_max_new_tokens} new tokens)"]
+    total_cpu = total_gpu = 0.0
+    for plan in prepared.teaching:
+        params = checkpoint_stats(plan.base_dir)[0]
+        chars = [len(p.prompt if isinstance(p.prompt, str) else " ".join(m["content"] for m in p.prompt))
+                 for p in plan.prompts] or [200]
+        prompt_tokens = sum(chars) / len(chars) / 4  # ~4 characters per token
+        rows = len(plan.prompts) + plan.synthesize
+        # labelling: prompt + answer per row; synthesis: about two few-shot queries of ~5 prompts per kept prompt
+        flops = 2 * params * (rows * (prompt_tokens + cfg.teacher_max_new_tokens)
+                              + 2 * plan.synthesize * 6 * prompt_tokens)
+        total_cpu, total_gpu = total_cpu + flops / CPU_FLOPS, total_gpu + flops / GPU_FLOPS
+        lines.append(f"  {plan.describe()}")
+        lines.append(f"      teacher {params:,} parameters; {rows} rows to label: ~{_seconds(flops / CPU_FLOPS)} CPU / "
+                     f"~{_seconds(flops / GPU_FLOPS)} GPU (cached rows cost nothing)")
+    trained = "the anchor adapter (`trainer: lora`)" if cfg.trainer == "lora" else "the transfer nets"
+    lines.append(f"  labelling in all ~{_seconds(total_cpu)} CPU / ~{_seconds(total_gpu)} GPU; the kept rows join the "
+                 f"replay set that trains {trained}")
+    return lines
 
 
 def describe_data_free(doc: MergeYaml, config) -> str:

@@ -81,6 +81,9 @@ def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, t
     assert len(stats["samples"]) == 3
     # the fused model trained on the replay's labelled rows plus the teacher's
     assert first.report["training"]["replay_examples"] == 5 + len(rows)
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "## Teacher stage" in card and f"| qwen | {cfg.sources[0].base_model} | 6 | 1 | " in card
+    assert card.count("(given, log-prob") + card.count("(replay, log-prob") + card.count("(synthesized, log") == 3
 
     second = fuse(cfg, tmp_path / "b", show_progress=False)
     assert teacher_mod.LOADS["count"] == 1, "a rerun must not load any teacher"
