@@ -59,10 +59,14 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _is_mergekit_yaml(path: str) -> bool:
-    from .hub_refs import config_format
-    from .merge_methods.yaml_config import read_merge_yaml
+    """A readable mapping with `merge_method`; anything else is left to the fuse format's own (clearer) errors."""
+    import yaml
 
-    return config_format(read_merge_yaml(path).data) == "mergekit"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "merge_method" in data
 
 
 def _fuse_mergekit_yaml(args: argparse.Namespace) -> int:
