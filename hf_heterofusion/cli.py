@@ -47,7 +47,7 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     train_cfg, held = held_out_for(cfg, fraction=eval_fraction(args.eval, args.eval_fraction),
                                    eval_file=args.eval_file, work_dir=eval_dir, lock=lock)
     try:
-        result = fuse(train_cfg, out, overwrite=args.overwrite, lock=lock,
+        result = fuse(train_cfg, out, overwrite=args.overwrite, lock=lock, held_out=_labelled(held),
                       config_yaml=Path(args.config).read_text(encoding="utf-8"))
         if result is not None and held is not None:
             print(summary_line(evaluate_output(out, held, lock=lock, original_replay=cfg.replay)))
@@ -56,6 +56,22 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if result is not None:
         print(f"fused adapter written to {result.out_dir}")
     return 0
+
+
+def _labelled(held):
+    """The held-out rows that have an answer, as examples: where the per-source ablation is measured."""
+    if held is None:
+        return None
+    from .errors import ReplayDataError
+    from .replay import parse_row
+
+    examples = []
+    for row in held.rows:
+        try:
+            examples.append(parse_row(row))
+        except ReplayDataError:  # a prompt left for a teacher: no answer to measure a loss on
+            continue
+    return examples or None
 
 
 def _is_mergekit_yaml(path: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,7 +27,7 @@ from .constants import CONFIG_COPY_NAME, LOSS_PLOT_NAME, REPORT_NAME
 from .errors import AdapterFormatError, AdapterNotFoundError, ConfigError, IncompatibleAdaptersError
 from .fusion import FusionModel, ModuleGroup, build_groups
 from .rank import refactor_rank
-from .replay import ReplayData, read_replay
+from .replay import ReplayData, ReplayExample, read_replay
 from .roles import SUPPORTED_TARGET_FAMILIES
 from .safetensors_header import HeaderError, checkpoint_shapes
 from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
@@ -128,9 +129,11 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
 
 
 def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, show_progress: bool = True,
-        prepared: PreparedFusion | None = None, lock: str | Path | None = None) -> FitResult:
+        prepared: PreparedFusion | None = None, lock: str | Path | None = None,
+        held_out: Sequence[ReplayExample] | None = None) -> FitResult:
     """Stages 1-5 and the export pass: train the transfer nets (or, `trainer: lora`, the anchor adapter) on the
-    replay set plus the teachers' rows, and predict the fused adapter."""
+    replay set plus the teachers' rows, and predict the fused adapter. `held_out` rows (never trained on), when
+    given, are where the per-source ablation is measured; otherwise it uses training rows."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -180,11 +183,23 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings)
     report["teacher"] = taught.report if taught else None
+    if encoded and cfg.trainer == "transfer_nets":
+        from .ablation import source_ablation
+
+        t2 = time.perf_counter()
+        ablation = source_ablation(acc.unwrap_model(fusion), model, tokenizer, held_out or examples,
+                                   pad_id=pad_token_id(tokenizer), max_length=cfg.max_length,
+                                   held_out=held_out is not None)
+        report["ablation"] = ablation
+        for source, effect in zip(report["sources"], ablation["sources"]):
+            source["ablation"] = effect
+        report["timings"]["ablation_s"] = round(time.perf_counter() - t2, 3)
     return FitResult(tensors, dict(prepared.target.config), report, taught)
 
 
 def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,
-         show_progress: bool = True, accelerator=None, lock: str | Path | None = None) -> FusionResult | None:
+         show_progress: bool = True, accelerator=None, lock: str | Path | None = None,
+         held_out: Sequence[ReplayExample] | None = None) -> FusionResult | None:
     """Run the whole fusion and write the PEFT adapter directory (plus report, loss plot, config copy, card).
 
     Returns `None` on non-main processes of a distributed run (only the main process writes).
@@ -195,7 +210,8 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
     check_output_dir(out_dir, overwrite)  # fail before hours of training, not after
     work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"
     prepared = prepare(cfg, lock=lock)
-    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator, prepared=prepared)
+    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator, prepared=prepared,
+                 held_out=held_out)
     if accelerator is not None and not accelerator.is_main_process:
         return None
     report = dict(result.report, config_yaml=config_yaml, output_kind="adapter")

@@ -182,7 +182,7 @@ class TeacherRow:
                 "teacher": self.teacher}
 
     def example(self) -> ReplayExample:
-        return ReplayExample(self.prompt, self.response)
+        return ReplayExample(self.prompt, self.response, task=self.source)
 
 
 @dataclass(frozen=True)

@@ -240,3 +240,12 @@ def test_accelerate_two_process_labelling_equals_one_process(teach_config, tmp_p
     assert outputs[1] == outputs[2] and len(outputs[1]) >= 8
     # both processes wrote their own batches to the cache
     assert len(list((tmp_path / "cache2" / "teacher").glob("*/part-1.jsonl"))) == 1
+
+
+def test_check_lists_the_teaching_sources_prompts_and_an_estimate(teach_config, tmp_path, capsys):
+    cfg_path = _write_yaml(tmp_path / "cfg.yml", teach_config().model_dump(mode="json"))
+    assert main(["check", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher stage (`teacher: sources`; greedy, batches of 4, at most 6 new tokens)" in out
+    assert "source 0 `qwen` teaches from" in out and "6 given prompts, 1 tagged in the replay, 3 to synthesize" in out
+    assert "10 rows to label" in out and "labelling in all ~" in out
