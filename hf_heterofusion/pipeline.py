@@ -110,7 +110,7 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
     plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
     matched = match_modules(target, sources, plan)
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
-    groups = build_groups(matched, block_size=block_size, source_weights=tuple(s.weight for s in cfg.sources),
+    groups = build_groups(matched, block_size=block_size,
                           per_source_positions=cfg.position_mode == "per_source")
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
@@ -298,7 +298,10 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
+        # `torch_dtype` is the frozen base only: PEFT keeps the LoRA factors float32 (autocast_adapter_dtype), the
+        # patched factors are the nets' float32 output and transformers' loss upcasts the logits.
+        dtype = getattr(torch, cfg.torch_dtype or "float32")
+        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=dtype,
                                                     trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as err:  # transformers' "cannot load" errors; the message says what is missing
         raise AdapterFormatError(f"transformers cannot load the target model {prepared.target_model_dir} "

@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Profile optimiser steps of a fit with `torch.profiler` and print the top ops (issue 13's before/after table).
+
+    python -m hf_heterofusion.bench.profile_step --target T --anchor A --source S1 --source S2 --replay R.jsonl \
+        [--embed-dim 1024] [--amortize on|off] [--steps 2] [--top 15]
+
+The first optimiser step pays one-time costs (allocation, lazy init); the table covers the steps after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hf_heterofusion.bench.profile_step", description=__doc__)
+    p.add_argument("--target", required=True)
+    p.add_argument("--anchor", required=True)
+    p.add_argument("--source", action="append", required=True)
+    p.add_argument("--replay", required=True)
+    p.add_argument("--embed-dim", type=int, default=1024)
+    p.add_argument("--amortize", choices=("on", "off"), default="on")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--accumulation", type=int, default=8)
+    p.add_argument("--steps", type=int, default=1, help="profiled optimiser steps (after one warm-up step)")
+    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from accelerate import Accelerator
+    from torch.profiler import ProfilerActivity, profile
+
+    import hf_heterofusion.train as train_mod
+    from hf_heterofusion.config import FusionConfig
+    from hf_heterofusion.pipeline import fit
+
+    cfg = FusionConfig(target_model=args.target, target_adapter=args.anchor, sources=args.source,
+                       replay=args.replay, block_size="auto", embed_dim=args.embed_dim, num_projections=2048,
+                       epochs=1, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation,
+                       max_steps=1 + args.steps, checkpoint_every=0, max_length=128,
+                       amortize_nets=args.amortize == "on")
+    real, calls, prof_box = train_mod._run_window, {"n": 0}, {}
+
+    def profiled(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real(*a, **k)
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            out = real(*a, **k)
+        prof_box.setdefault("seconds", []).append(time.perf_counter() - t0)
+        prof_box.setdefault("profiles", []).append(prof)
+        return out
+
+    train_mod._run_window = profiled
+    try:
+        fit(cfg, show_progress=False, accelerator=Accelerator(cpu=True))
+    finally:
+        train_mod._run_window = real
+    print(f"amortize_nets={args.amortize} E={args.embed_dim} sources={len(args.source)} batch {args.batch_size} x "
+          f"accumulation {args.accumulation}; window (fwd+bwd, no optimiser) seconds: "
+          f"{', '.join(f'{s:.2f}' for s in prof_box['seconds'])} (profiler on)")
+    for prof in prof_box["profiles"]:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
