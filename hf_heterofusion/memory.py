@@ -5,8 +5,8 @@ What a fit holds at its peak (paper set-up: frozen target in `dtype`, transfer n
 
 * the frozen target's weights: `params x bytes(dtype)`;
 * the transfer nets in float32 with AdamW: weight, gradient and two moments, `16 bytes x hypernet parameters`;
-* activations of one micro-batch kept for the backward pass: about `34 x hidden` values per token and layer
-  (Korthikanti et al. 2022, without recomputation) in `dtype`, plus the float32 logits and their gradient
+* activations of one micro-batch kept for the backward pass: about `34 x hidden` bytes per token and layer in a
+  16-bit dtype, i.e. 17 values (Korthikanti et al. 2022, no recomputation), plus the float32 logits and gradient
   (`2 x 4 x vocab` bytes per token);
 * a fixed runtime overhead (interpreter, torch, transformers: ~0.6 GB on CPU).
 
@@ -58,7 +58,7 @@ def estimate_fit_memory(params: int, dtype: str | None = "float32", *, hypernet_
     if name not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype `{dtype}`; use one of {', '.join(DTYPE_BYTES)}")
     width = DTYPE_BYTES[name]
-    activations = tokens * (34 * hidden_size * num_layers * width + 2 * 4 * vocab_size)
+    activations = tokens * (17 * hidden_size * num_layers * width + 2 * 4 * vocab_size)
     return MemoryEstimate(params * width, 16 * hypernet_parameters, activations, overhead)
 
 
