@@ -36,7 +36,8 @@ class SourceSpec(BaseModel):
     base_model: str | None = Field(
         default=None, description="Path or Hub id of the source's base model: loaded only when this source teaches "
         "(`teacher: sources`); otherwise shown on the card.")
-    weight: float = Field(default=1.0, ge=0.0, description="Scale applied to the source's update before fusion.")
+    weight: float = Field(default=1.0, ge=0.0, description="Scales this source's influence: "
+                          "`log(weight)` is added to the attention logits of its tokens (0 masks it, 1 = unweighted).")
     name: str | None = Field(default=None, description="Name replay rows use in `\"source\"` (default: the "
                              "adapter folder's name).")
     # --- teacher stage (beyond the paper; used only with `teacher: sources`) ----------------------------------

@@ -134,7 +134,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     # Read the replay file before the model: a malformed row fails at once, not after minutes of model loading.
     examples = load_replay(cfg.replay) if cfg.max_steps != 0 else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
-    model, tokenizer = _load_target(prepared, cfg)
+    # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
+    model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))

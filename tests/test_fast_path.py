@@ -95,3 +95,16 @@ def test_bf16_target_trains_float32_factors(make_config):
     for k in b_keys:  # ... and only through the base's rounding
         torch.testing.assert_close(result.tensors[k], ref.tensors[k], rtol=0.05, atol=1e-2)
     assert result.report["config"]["torch_dtype"] == "bfloat16"
+
+
+def test_yaml_dtype_sets_the_fit_dtype_unless_torch_dtype_is_given(make_config, tmp_path):
+    from mergekit.options import MergeOptions
+
+    from hf_heterofusion.merge_methods.planner import output_layout, plan_fusion
+
+    layout = output_layout("adapter", tmp_path / "out")
+    for cfg, dtype, expected in ((make_config(), "bfloat16", "bfloat16"), (make_config(), "float64", None),
+                                 (make_config(torch_dtype="float32"), "bfloat16", "float32"),
+                                 (make_config(), None, None)):
+        graph = plan_fusion(cfg, layout, MergeOptions(), dtype=dtype, out_dtype=None, work_dir=None)
+        assert FusionConfig.model_validate_json(graph.fit.config_json).torch_dtype == expected

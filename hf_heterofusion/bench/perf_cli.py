@@ -57,6 +57,10 @@ def perf_lines(perf: dict[str, Any]) -> list[str]:
         lines.append(f"  merged export / mergekit linear: {ours['seconds'] / linear['seconds']:.2f}x "
                      f"(of which report/config/loss-plot side files {ours.get('side_files_seconds', float('nan')):.2f} s; "
                      f"whole merge call incl. the fit task {ours.get('total_seconds', float('nan')):.2f} s)")
+    if ours and linear and linear.get("process_seconds"):
+        lines.append(f"  whole processes (start-up, imports, fit task with max_steps 0, export): "
+                     f"{ours['process_seconds']:.2f} s vs {linear['process_seconds']:.2f} s = "
+                     f"{ours['process_seconds'] / linear['process_seconds']:.2f}x")
     teacher = perf.get("teacher") or {}
     lines += ["", teacher.get("note") or "teacher rows/s: " + ", ".join(f"{k} {v}" for k, v in teacher.items())]
     mem = perf.get("target_memory") or {}
