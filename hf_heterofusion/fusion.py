@@ -128,6 +128,8 @@ class FusionModel(nn.Module):
         self._target = target
         self._device = torch.device("cpu")
         self._weights = self._checked_weights([s.weight for s in cfg.sources][:num_sources] or [1.0] * num_sources)
+        # Source index of every source token, per bucket, kept on the host: masking decisions need no device sync.
+        self._token_sources = {(g.key, i): tuple(b.source_ids.tolist()) for g in groups for i, b in enumerate(g.buckets)}
 
     # --- source weights (SourceSpec.weight; ablations) ----------------------------------------------------------
     @staticmethod
@@ -160,12 +162,15 @@ class FusionModel(nn.Module):
         """`with fusion.masked_sources({k}): ...` runs without source k's influence (per-source ablation)."""
         return self.source_weights_override({k: 0.0 for k in sources})
 
-    def _source_bias(self, bucket: Bucket) -> torch.Tensor | None:
+    def _source_bias(self, key: tuple[str, int], device: torch.device) -> torch.Tensor | None:
         """log-weight per source token of a bucket; None when all weights are 1 (no bias op at all: bit-identical)."""
         if all(w == 1.0 for w in self._weights):
             return None
-        logw = torch.tensor([math.log(w) if w > 0 else -math.inf for w in self._weights])
-        return logw.to(bucket.source_ids.device)[bucket.source_ids]
+        logw = [math.log(self._weights[k]) if self._weights[k] > 0 else -math.inf for k in self._token_sources[key]]
+        return torch.tensor(logw, device=device)
+
+    def _kept_tokens(self, key: tuple[str, int]) -> list[int]:
+        return [p for p, k in enumerate(self._token_sources[key]) if self._weights[k] > 0]
 
     def place(self, device: torch.device) -> FusionModel:
         """Move parameters and the (constant) block tokens to `device`."""
@@ -186,15 +191,16 @@ class FusionModel(nn.Module):
             net, alpha = self.nets[g.key], self.alphas[g.key]
             e_t, e_s = [], []
             zeros = gate_total = 0
-            for bucket in g.buckets:
-                bias = self._source_bias(bucket)
-                if bias is not None and bool(torch.isinf(bias).all()):
+            for i, bucket in enumerate(g.buckets):
+                kept = self._kept_tokens((g.key, i)) if masked else None
+                if kept == []:
                     continue  # every source of these modules is masked: they keep the target's factors
+                bias = self._source_bias((g.key, i), bucket.source_ids.device)
                 out = net(bucket.target_tokens, bucket.target_spectra, bucket.source_tokens,
                           bucket.source_spectra, bucket.source_positions, bucket.source_ids, bias, with_stats)
                 e_t.append(out.target_embeddings.flatten(0, 1))
-                if masked:  # a masked source must not reach the regulariser either
-                    e_s.append(out.source_embeddings[:, torch.isfinite(bias)].flatten(0, 1))
+                if kept is not None:  # a masked source must not reach the regulariser either
+                    e_s.append(out.source_embeddings[:, kept].flatten(0, 1))
                 else:
                     e_s.append(out.source_embeddings.flatten(0, 1))
                 delta = out.delta.unflatten(-1, (self.block_size, g.rank))  # (M, N_T, b, r)

@@ -43,7 +43,7 @@ def test_weight_one_adds_no_bias_and_is_the_unweighted_fusion(make_config):
     cfg = make_config(amortize_nets=False)
     fusion = _fusion(cfg)
     assert fusion.source_weights == (1.0, 1.0)
-    assert all(fusion._source_bias(b) is None for g in fusion.groups for b in g.buckets)
+    assert all(fusion._source_bias(key, torch.device("cpu")) is None for key in fusion._token_sources)
     plain = fusion(generator=torch.Generator().manual_seed(0))
     with fusion.source_weights_override({0: 1.0}):
         same = fusion(generator=torch.Generator().manual_seed(0))
