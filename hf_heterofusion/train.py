@@ -78,7 +78,11 @@ def train(
     acc = accelerator
     fusion.place(acc.device)
     model.to(acc.device)
-    optimizer = torch.optim.AdamW(fusion.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The fast path (default) uses the fused AdamW kernel: one pass per tensor instead of ~10 elementwise ops, ~10x
+    # faster on CPU for the E=1024 nets; equal to the reference update within float tolerance (tests/test_fast_path).
+    fused = cfg.amortize_nets and acc.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(fusion.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  **({"fused": True} if fused else {}))
     windows, total = lr_schedule_steps(len(encoded), cfg, acc.num_processes)
     # The scheduler is stepped by hand once per optimiser step: accelerate's wrapper would step it once per process.
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), max(1, total))

@@ -2,9 +2,10 @@
 """Profile optimiser steps of a fit with `torch.profiler` and print the top ops (issue 13's before/after table).
 
     python -m hf_heterofusion.bench.profile_step --target T --anchor A --source S1 --source S2 --replay R.jsonl \
-        [--embed-dim 1024] [--amortize on|off] [--steps 2] [--top 15]
+        [--embed-dim 1024] [--amortize on|off] [--top 15]
 
-The first optimiser step pays one-time costs (allocation, lazy init); the table covers the steps after it.
+The first optimiser step pays one-time costs (allocation, lazy init); the table covers the second optimiser step
+whole: the window's forward and backward passes, the AdamW update, the scheduler and `zero_grad`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amortize", choices=("on", "off"), default="on")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--accumulation", type=int, default=8)
-    p.add_argument("--steps", type=int, default=1, help="profiled optimiser steps (after one warm-up step)")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -41,20 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FusionConfig(target_model=args.target, target_adapter=args.anchor, sources=args.source,
                        replay=args.replay, block_size="auto", embed_dim=args.embed_dim, num_projections=2048,
                        epochs=1, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation,
-                       max_steps=1 + args.steps, checkpoint_every=0, max_length=128,
+                       max_steps=3, checkpoint_every=0, max_length=128,
                        amortize_nets=args.amortize == "on")
-    real, calls, prof_box = train_mod._run_window, {"n": 0}, {}
+    real, calls, box = train_mod._run_window, {"n": 0}, {}
 
-    def profiled(*a, **k):
+    def profiled(*a, **k):  # window 2 starts the profiler, window 3 stops it: optimiser step 2 in full
         calls["n"] += 1
-        if calls["n"] == 1:
-            return real(*a, **k)
-        t0 = time.perf_counter()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            out = real(*a, **k)
-        prof_box.setdefault("seconds", []).append(time.perf_counter() - t0)
-        prof_box.setdefault("profiles", []).append(prof)
-        return out
+        if calls["n"] == 2:
+            box["prof"] = profile(activities=[ProfilerActivity.CPU])
+            box["prof"].__enter__()
+            box["t0"] = time.perf_counter()
+        elif calls["n"] == 3:
+            box["seconds"] = time.perf_counter() - box["t0"]
+            box["prof"].__exit__(None, None, None)
+        return real(*a, **k)
 
     train_mod._run_window = profiled
     try:
@@ -62,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         train_mod._run_window = real
     print(f"amortize_nets={args.amortize} E={args.embed_dim} sources={len(args.source)} batch {args.batch_size} x "
-          f"accumulation {args.accumulation}; window (fwd+bwd, no optimiser) seconds: "
-          f"{', '.join(f'{s:.2f}' for s in prof_box['seconds'])} (profiler on)")
-    for prof in prof_box["profiles"]:
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+          f"accumulation {args.accumulation}; one optimiser step: {box['seconds']:.2f} s (profiler on)")
+    print(box["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top,
+                                           max_name_column_width=40))
     return 0
 
 
