@@ -69,8 +69,8 @@ def test_fast_rdm_gradient_matches_the_reference():
 
 
 def test_amortized_fit_matches_the_reference_schedule_without_regulariser(make_config):
-    # lambda_reg = 0: the two schedules have the same gradient; fused kernels and summation order differ in the
-    # last bits only (measured ~1e-7 on these fixtures).
+    # lambda_reg = 0: the two schedules have the same gradient; fused attention, fused AdamW and the summation
+    # order differ in the last bits only (measured ~1e-7 on these fixtures).
     ref = fit(make_config(max_steps=3, lambda_reg=0.0, amortize_nets=False), show_progress=False).tensors
     fast = fit(make_config(max_steps=3, lambda_reg=0.0), show_progress=False).tensors
     for k in ref:

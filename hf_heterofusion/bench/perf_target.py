@@ -61,10 +61,14 @@ def run_target_memory(bench, work: Path, run_job, base: dict) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    from hf_heterofusion.config import hypernet_parameters
+
+    nets = 7 * hypernet_parameters(8, 4096, 1024, 4096, sources=2)
     return {"note": "one-off memory measurement: random-initialised Llama, 2 micro-steps of batch 1, E=256; peak RSS "
                     "of the whole subprocess", "rows": rows, "bf16_to_fp32": ratio,
-            "estimate_8b": {d: estimate_from_config(LLAMA3_8B, d, tokens=1024).line(f"8B target, {d}")
-                            for d in ("float32", "bfloat16")}}
+            "estimate_8b": {d: estimate_from_config(LLAMA3_8B, d, tokens=1024, hypernet_parameters=nets).line(
+                f"Llama-3-8B target in {d}, paper nets (b=4096, E=1024, 7 roles), 1024 tokens")
+                for d in ("float32", "bfloat16")}}
 
 
 def _ensure_1b(folder: Path, tokenizer_from: Path) -> tuple[Path, Path, Path]:
