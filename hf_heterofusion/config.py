@@ -54,7 +54,8 @@ class SourceSpec(BaseModel):
     base_model: str | None = Field(
         default=None, description="Path or Hub id of the source's base model: loaded only when this source teaches "
         "(`teacher: sources`); otherwise shown on the card.")
-    weight: float = Field(default=1.0, ge=0.0, description="Scale applied to the source's update before fusion.")
+    weight: float = Field(default=1.0, ge=0.0, description="Scales this source's influence: "
+                          "`log(weight)` is added to the attention logits of its tokens (0 masks it, 1 = unweighted).")
     name: str | None = Field(default=None, description="Name replay rows use in `\"source\"` (default: the "
                              "adapter folder's name).")
     # --- teacher stage (beyond the paper; used only with `teacher: sources`) ----------------------------------
@@ -126,10 +127,13 @@ class FusionConfig(BaseModel):
     max_length: int = Field(default=1024, ge=8, description="Maximum tokens per replay example.")
     max_steps: int | None = Field(default=None, ge=0, description="Stop after this many optimiser steps.")
     amortize_nets: bool = Field(
-        default=False,
-        description="Run the transfer nets once per accumulation window instead of once per micro-batch "
-        "(same CE gradient, fewer net passes).",
+        default=True,
+        description="Run the transfer nets once per accumulation window (same CE gradient, one RDM draw per "
+        "window, fast kernels); `false` is the reference: nets and a fresh RDM draw per micro-batch.",
     )
+    torch_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        default=None, description="dtype of the frozen target model during the fit (`null`: float32; mergekit's "
+        "`dtype:` sets it); the transfer nets, the patched factors and the loss stay float32.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
     seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
     checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")

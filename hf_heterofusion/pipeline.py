@@ -118,7 +118,7 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
     plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
     matched = match_modules(target, sources, plan)
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
-    groups = build_groups(matched, block_size=block_size, source_weights=tuple(s.weight for s in cfg.sources),
+    groups = build_groups(matched, block_size=block_size,
                           per_source_positions=cfg.position_mode == "per_source")
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
@@ -160,7 +160,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
             raise ConfigError("the teachers kept no answer and the replay set has no labelled row: nothing to train "
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
-    model, tokenizer = _load_target(prepared, cfg)
+    # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
+    model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     if cfg.trainer == "lora":
@@ -331,7 +332,10 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
+        # `torch_dtype` is the frozen base only: PEFT keeps the LoRA factors float32 (autocast_adapter_dtype), the
+        # patched factors are the nets' float32 output and transformers' loss upcasts the logits.
+        dtype = getattr(torch, cfg.torch_dtype or "float32")
+        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=dtype,
                                                     trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as err:  # transformers' "cannot load" errors; the message says what is missing
         raise AdapterFormatError(f"transformers cannot load the target model {prepared.target_model_dir} "

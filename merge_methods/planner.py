@@ -141,6 +141,10 @@ class FusionGraph:
 def plan_fusion(cfg: FusionConfig, layout: OutputLayout, options: MergeOptions, *, dtype: str | None,
                 out_dtype: str | None, work_dir: Path | None, lock: str | Path | None = None) -> FusionGraph:
     """Build the task graph of the module docstring for one output layout."""
+    if dtype and cfg.torch_dtype is None:  # YAML `dtype:` also sets the frozen target's dtype during the fit
+        name = str(dtype_from_name(dtype)).removeprefix("torch.")
+        if name in ("float32", "bfloat16", "float16"):
+            cfg = cfg.model_copy(update={"torch_dtype": name})
     fit_task = FitHeteroFusion(config_json=cfg.model_dump_json(), lock=str(lock) if lock else None,
                                work_dir=str(work_dir) if work_dir else None, device=options.device,
                                show_progress=not options.quiet)
