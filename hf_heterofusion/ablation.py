@@ -61,7 +61,8 @@ def source_ablation(fusion, model, tokenizer, examples: Sequence[ReplayExample],
     with_all, anchor = losses(fused()), losses(None)
     per_source = []
     for k in range(fusion.num_sources):
-        if fusion.num_sources == 1:  # masking the only source leaves the nets nothing to attend to
+        others = [w for j, w in enumerate(fusion.source_weights) if j != k and w > 0]
+        if not others:  # masking the only (weighted) source leaves the nets nothing to attend to
             per_source.append(None)
             continue
         with fusion.masked_sources({k}):

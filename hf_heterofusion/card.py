@@ -177,6 +177,7 @@ def card_context(
         "roles": sorted((report.get("roles") or {}).items()),
         "modules": report.get("modules") or {},
         "teacher": report.get("teacher"),
+        "ablation": report.get("ablation"),
         **_evaluation_context(report.get("evaluation"), kind),
         "versions": sorted((report.get("versions") or {}).items()),
         "license": _license(report),

@@ -34,7 +34,7 @@ def test_under_sgd_the_faithful_update_lies_in_the_span_of_replay_gradients(fixt
     for key, net in fusion.nets.items():
         net.decoder_out.weight.register_hook(lambda g, key=key: grads[key].append(g.detach().clone()))
         net.decoder_out.bias.register_hook(lambda g, key=key: grads[key].append(g.detach().clone()[:, None]))
-    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **_: torch.optim.SGD(params, lr=lr))
     train_mod.train(fusion, model, encoded, cfg, pad_id=pad_token_id(tokenizer), accelerator=Accelerator(),
                     show_progress=False)
     checked = 0
