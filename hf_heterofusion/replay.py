@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class ReplayExample:
     prompt: str | tuple[dict[str, str], ...]
     response: str
     line: int = 0
-    task: str | None = None  # the row's `task` (or `source`) tag: groups rows in the per-source ablation
+    task: str | None = field(default=None, compare=False)  # `task`/`source` tag: groups rows in the ablation
 
     def __post_init__(self) -> None:
         if not isinstance(self.response, str) or not self.response:
