@@ -53,7 +53,7 @@ def test_quick_run_writes_all_outputs(quick_run):
     perf = results["perf"]
     assert [r["label"] for r in perf["fit_vs_sft"]][0].startswith("LoRA SFT")
     assert all(r["ratio_to_sft"] > 0 for r in perf["fit_vs_sft"])
-    assert not any("FAILED" in r["label"] for r in perf["export"])
+    assert not any("FAILED" in r["label"] for r in perf["export"]), [r["label"] for r in perf["export"]]
     assert {p["axis"] for p in perf["scaling"]} == {"sources", "rank", "block size"}
     assert len(results["experts"]) == len(QUICK.tasks) + len(QUICK.noise)
 

@@ -35,8 +35,10 @@ def teacher_throughput(bench, sources: list[str]) -> dict[str, Any]:
     except ImportError:
         return {"note": "teacher throughput: not measured (teacher stage not available)"}
     try:
-        return dict(measure_throughput(base_model=str(bench.source_dir), adapter=sources[0],
-                                       replay=str(bench.replay_path)))
+        rows = [json.loads(line) for line in Path(bench.replay_path).read_text(encoding="utf-8").splitlines()]
+        prompts = [r["prompt"] for r in rows if "prompt" in r][:32]
+        return dict(measure_throughput(str(bench.source_dir), sources[0], prompts, batch_size=8,
+                                       max_new_tokens=bench.grid.max_new_tokens))
     except Exception as err:  # report, do not lose the rest of the run
         return {"note": f"teacher throughput: FAILED ({type(err).__name__}: {str(err).splitlines()[0][:120]})"}
 
