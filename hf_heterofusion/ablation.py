@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .encoding import collate, encode_example
 from .patching import patch_lora_weights
-from .replay import IGNORE_INDEX, ReplayExample, collate, encode_example
+from .replay import IGNORE_INDEX, ReplayExample
 
 
 MAX_ROWS = 32  # per task: a handful of forward passes per source, whatever the replay size

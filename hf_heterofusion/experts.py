@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .encoding import collate, encode_prompt, encode_replay, pad_token_id
 from .errors import AdapterNotFoundError, ConfigError
-from .replay import ReplayExample, collate, encode_prompt, encode_replay, examples_from_rows, pad_token_id
+from .replay import ReplayExample, examples_from_rows
 from .schedule import cosine_with_warmup
 from .synthetic import Task, get_task, score
 

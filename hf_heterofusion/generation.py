@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .replay import pad_token_id
+from .encoding import pad_token_id
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,10 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
-import yaml
 
-from . import __version__
 from .adapters import LoraAdapter, load_adapter
 from .align import AlignmentPlan, match_modules, plan_alignment
 from .config import FusionConfig, hypernet_parameters, next_power_of_two
@@ -28,6 +25,7 @@ from .errors import AdapterFormatError, AdapterNotFoundError, ConfigError, Incom
 from .fusion import FusionModel, ModuleGroup, build_groups
 from .rank import refactor_rank
 from .replay import ReplayData, ReplayExample, read_replay
+from .report import build_report, source_report
 from .roles import SUPPORTED_TARGET_FAMILIES
 from .safetensors_header import HeaderError, checkpoint_shapes
 from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
@@ -114,7 +112,7 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
         raw = load_adapter(source_dir, allow_pickle=cfg.allow_pickle)
         matched, energy = refactor_rank(raw, target.rank)
         sources.append(matched)
-        reports.append(dict(_source_report(spec, raw, energy), revision=source_sha))
+        reports.append(dict(source_report(spec, raw, energy), revision=source_sha))
     plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
     matched = match_modules(target, sources, plan)
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
@@ -171,7 +169,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     else:
         fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
     timings["load_s"] = time.perf_counter() - t0 - timings.get("teacher_s", 0.0)
-    from .replay import pad_token_id
+    from .encoding import pad_token_id
 
     if encoded:
         result = train(fusion, model, encoded, cfg, pad_id=pad_token_id(tokenizer), accelerator=acc,
@@ -303,30 +301,6 @@ def _auto_block_size(target: LoraAdapter, sources, model_config: dict) -> int:
     return next_power_of_two(max(hidden))
 
 
-def _source_report(spec, raw: LoraAdapter, energy: float) -> dict:
-    return {
-        "adapter": spec.adapter, "revision": None, "base_model": spec.base_model or raw.config.get(
-            "base_model_name_or_path"), "family": raw.family, "num_layers": raw.num_layers,
-        "hidden_size": raw.hidden_size, "rank": raw.rank, "original_rank": raw.rank,
-        "energy_kept": round(energy, 6), "lora_alpha": raw.lora_alpha, "target_modules": list(raw.target_modules),
-        "roles": list(raw.roles), "weight": spec.weight, "license": _license(raw.path),
-    }
-
-
-def _license(adapter_dir: Path) -> str | None:
-    readme = adapter_dir / "README.md"
-    if not readme.is_file():
-        return None
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return None
-    try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    except yaml.YAMLError:
-        return None
-    return meta.get("license") if isinstance(meta, dict) else None
-
-
 def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -354,7 +328,7 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
 
 
 def _encode_replay(examples, cfg: FusionConfig, tokenizer) -> tuple[list, int]:
-    from .replay import encode_replay
+    from .encoding import encode_replay
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -365,59 +339,3 @@ def _encode_replay(examples, cfg: FusionConfig, tokenizer) -> tuple[list, int]:
             truncated = int(str(w.message).split()[0])
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return encoded, truncated
-
-
-def _versions() -> dict[str, str]:
-    out = {"hf_heterofusion": __version__}
-    for pkg in ("torch", "transformers", "peft", "mergekit", "huggingface_hub", "accelerate"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int,
-                 timings: dict) -> dict:
-    cfg, target = prepared.config, prepared.target
-    params = prepared.hypernet_parameters()
-    roles = {}
-    for g in prepared.groups:
-        roles[g.role] = {
-            "rank": g.rank, "layers": len(g.matched),
-            "target_tokens": sum(b.target_tokens.shape[0] * b.target_tokens.shape[1] for b in g.buckets),
-            "source_tokens": sum(b.source_tokens.shape[0] * b.source_tokens.shape[1] for b in g.buckets),
-            "parameters": params[g.role], **stats["roles"].get(g.role, {}),
-        }
-    sources = [dict(s, contribution=round(c, 6)) for s, c in zip(prepared.source_reports, stats["contribution"])]
-    losses = list(result.losses) if result else []
-    return {
-        "hf_heterofusion_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seed": cfg.seed,
-        "config": cfg.model_dump(mode="json"),
-        "target": {
-            "model": cfg.target_model, "adapter": cfg.target_adapter,
-            "model_revision": prepared.target_revisions.get("model"),
-            "adapter_revision": prepared.target_revisions.get("adapter"), "family": prepared.target_model_config.get("model_type"),
-            "num_layers": target.num_layers, "hidden_size": prepared.target_model_config.get("hidden_size"),
-            "rank": target.rank, "lora_alpha": target.lora_alpha, "target_modules": list(target.target_modules),
-            "license": _license(target.path),
-        },
-        "sources": sources,
-        "alignment": prepared.plan.to_dict(),
-        "block_size": prepared.block_size,
-        "modules": {"aligned": sum(len(g.matched) for g in prepared.groups), "untouched": list(prepared.untouched)},
-        "roles": roles,
-        "hypernet_parameters_total": sum(params.values()),
-        "training": {
-            "replay_examples": n_examples, "truncated": truncated,
-            "optimizer_steps": result.optimizer_steps if result else 0,
-            "micro_steps": result.micro_steps if result else 0,
-            "resumed_from_step": result.resumed_from if result else None,
-            "losses": losses, "final_loss": losses[-1]["loss"] if losses else None,
-        },
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "versions": _versions(),
-        "evaluation": None,
-    }

@@ -22,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import FusionConfig
+from .encoding import encode_prompt_ids
 from .errors import ConfigError
 from .generation import Generation, generate_batch
-from .replay import Prompt, encode_prompt_ids
+from .replay import Prompt
 from .teacher import LOADS, TeacherPlan, TeacherPrompt, cache_root, digest_dir, free_memory, generation_settings
 from .teacher_filters import is_degenerate
 

@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import FusionConfig
+from .encoding import collate
 from .fusion import FusionModel
 from .patching import patch_lora_weights
-from .replay import collate
 from .schedule import cosine_with_warmup
 
 
