@@ -303,19 +303,19 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-# Encoding lives in `encoding.py`; these names stay importable from here.
-from .encoding import (  # noqa: E402
-    collate,
-    encode_example,
-    encode_prompt,
-    encode_prompt_ids,
-    encode_replay,
-    pad_token_id,
-)
+# Encoding lives in `encoding.py` (which imports this module); its names stay importable from here, lazily.
+_ENCODING = ("collate", "encode_example", "encode_prompt", "encode_prompt_ids", "encode_replay", "pad_token_id")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENCODING:
+        from . import encoding
+
+        return getattr(encoding, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
-    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "collate", "encode_example",
-    "encode_prompt", "encode_prompt_ids", "encode_replay", "examples_from_rows", "load_replay", "pad_token_id",
+    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "examples_from_rows", "load_replay",
     "parse_prompt_row", "parse_row", "read_prompts", "read_replay",
 ]
