@@ -51,6 +51,7 @@ from hf_heterofusion.constants import (
 from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.pipeline import FitResult
 from hf_heterofusion.safetensors_header import checkpoint_files, file_shapes
+from hf_heterofusion.teacher import TEACHER_REPLAY_NAME
 
 from .tasks import FitHeteroFusion, FoldLoraIntoWeight, WriteFusedAdapter, local_input
 
@@ -230,6 +231,8 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
         for folder, kind in ((layout.adapter_dir, "adapter"), (layout.merged_dir, "merged")):
             if folder is not None:
                 _write_side_files(folder, dict(report, output_kind=kind), cfg, config_source, options)
+                if result.teacher is not None:  # the rows the teachers wrote, with provenance
+                    result.teacher.write_jsonl(folder / TEACHER_REPLAY_NAME)
     shutil.rmtree(work_dir, ignore_errors=True)
     return report
 

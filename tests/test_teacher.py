@@ -249,3 +249,24 @@ def test_check_lists_the_teaching_sources_prompts_and_an_estimate(teach_config, 
     assert "teacher stage (`teacher: sources`; greedy, batches of 4, at most 6 new tokens)" in out
     assert "source 0 `qwen` teaches from" in out and "6 given prompts, 1 tagged in the replay, 3 to synthesize" in out
     assert "10 rows to label" in out and "labelling in all ~" in out
+
+
+def test_mergekit_yaml_teaches_through_merge(teach_config, fixture_zoo, teach_inputs, tmp_path, capsys, cache):
+    """The same stage from an ordinary mergekit YAML: per-source keys under `models[i].parameters`."""
+    import yaml
+
+    cfg = teach_config()
+    src = cfg.sources[0]
+    params = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if k not in ("target_model", "target_adapter", "sources")}
+    doc = {"merge_method": "heterofusion", "base_model": f"{cfg.target_model}+{cfg.target_adapter}",
+           "models": [{"model": f"{src.base_model}+{src.adapter}",
+                       "parameters": {"name": "qwen", "prompts": src.prompts, "synthesize": 2}}],
+           "parameters": params, "dtype": "float32"}
+    path = tmp_path / "merge.yml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["merge", str(path), str(tmp_path / "out")]) == 0
+    rows = _rows(tmp_path / "out" / TEACHER_REPLAY_NAME)
+    assert sum(r["origin"] == "given" for r in rows) == 6 and {r["source"] for r in rows} == {"qwen"}
+    report = json.loads((tmp_path / "out" / "fusion_report.json").read_text())
+    assert report["teacher"]["sources"][0]["given"] == 6
