@@ -17,8 +17,15 @@ from hf_heterofusion.bench import baselines, stats
 from hf_heterofusion.bench.features import Features
 from hf_heterofusion.bench.grid import QUICK, REDUCED, REGIMES
 from hf_heterofusion.bench.regimes import build_regime, labelled_rows
-from hf_heterofusion.bench.run import (CONTROLLED_BY, DETERMINISTIC, TEACHER_METHODS, Bench, fusion_config,
-                                       methods_for, steps)
+from hf_heterofusion.bench.run import (
+    CONTROLLED_BY,
+    DETERMINISTIC,
+    TEACHER_METHODS,
+    Bench,
+    fusion_config,
+    methods_for,
+    steps,
+)
 from hf_heterofusion.bench.tuning import ablation_value, choose_lr, run_key
 from hf_heterofusion.bench.zoo import make_splits
 
@@ -134,7 +141,7 @@ def test_splits_are_disjoint_and_keep_the_v1_rows():
     from hf_heterofusion import synthetic
 
     splits = make_splits(REDUCED)
-    for name, s in splits.items():
+    for s in splits.values():
         prompts = [[r["prompt"] for r in rows] for rows in (s.train, s.replay, s.test, s.dev, s.pool)]
         assert sum(map(len, prompts)) == len(set().union(*map(set, prompts)))
         assert (len(s.dev), len(s.pool)) == (REDUCED.n_dev, REDUCED.n_prompts)
@@ -173,7 +180,10 @@ def test_methods_per_regime():
                 "hf_teacher_placebo", "hf_placebo"} <= set(methods)
 
 
-def _fake_bench(tmp_path, features=Features(teacher=True, lora_trainer=True, warmup_start=False)):
+ALL_FEATURES = Features(teacher=True, lora_trainer=True, warmup_start=False)
+
+
+def _fake_bench(tmp_path, features=ALL_FEATURES):
     grid = QUICK
     bench = Bench(grid, tmp_path, tmp_path / "cache", features=features)
     bench.splits = make_splits(grid)

@@ -27,8 +27,17 @@ from typing import Any
 import torch
 
 from .regimes import RegimeData
-from .run import (CONTROLLED_BY, DETERMINISTIC, MERGES, RUNNERS, SFT_LIKE, TEACHER_METHODS, Bench, methods_for,
-                  unavailable)
+from .run import (
+    CONTROLLED_BY,
+    DETERMINISTIC,
+    MERGES,
+    RUNNERS,
+    SFT_LIKE,
+    TEACHER_METHODS,
+    Bench,
+    methods_for,
+    unavailable,
+)
 
 
 logger = logging.getLogger(__name__)
