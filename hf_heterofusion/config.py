@@ -159,7 +159,7 @@ class FusionConfig(BaseModel):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"`embed_dim` ({self.embed_dim}) must be a multiple of `num_heads` ({self.num_heads}); "
                              f"change one of them")
-        if self.replay is None and self.max_steps != 0:
+        if self.replay is None and self.max_steps != 0 and self.teacher == "none":
             raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
         return self
 

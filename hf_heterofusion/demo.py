@@ -4,8 +4,12 @@
 1. Build three tiny models of different families (Llama target; Qwen2 and Mistral sources: different depth,
    width, KV heads and FFN width) and pre-train each briefly on a synthetic corpus so they are not random.
 2. Train one LoRA expert per model on its own synthetic task (target: person NER; sources: topic and sentiment).
-3. Fuse the two source experts into the target's adapter with HeteroFusion on a small replay set.
-4. Score target-only vs fused on every task (exact-match scoring) and print the table.
+3. Fuse the source experts into the target's adapter on a replay set that labels person NER and topic but has
+   **no labelled sentiment row**: only the Mistral expert knows sentiment. Its unlabelled prompts go to the teacher
+   stage, which lets the Mistral expert answer them (`teacher: sources`).
+4. Score every variant on every task and print the table: expert, anchor only, data-only SFT, fused without
+   teacher, fused with teacher, fused with a placebo teacher (same Mistral base, adapter B = 0), and the anchor
+   trained directly on the same teacher rows (`trainer: lora`).
 """
 
 from __future__ import annotations
@@ -35,16 +39,27 @@ class DemoSettings:
 
 QUICK = DemoSettings(pretrain_steps=20, expert_steps=10, n_train=40, n_replay=6, n_test=8, fusion_epochs=1)
 ROLES = (("llama", "ner_person"), ("qwen2", "topic"), ("mistral", "sentiment"))  # target first
+TAUGHT = "sentiment"  # the task the replay set has no labels for: only its expert (and its teacher rows) know it
+# Every variant below is one FusionConfig: what changes is the teacher and the trainer (same data, steps, lr).
+VARIANTS = {
+    "replay_sft": {"trainer": "lora"},
+    "fused": {},
+    "fused_teacher": {"teacher": "sources"},
+    "fused_placebo": {"teacher": "sources", "teacher_placebo": True},
+    "sft_teacher": {"teacher": "sources", "trainer": "lora"},
+}
+COLUMNS = (("expert", "expert"), ("target_only", "anchor"), ("replay_sft", "SFT"), ("fused", "fused"),
+           ("fused_teacher", "+teacher"), ("fused_placebo", "+placebo"), ("sft_teacher", "SFT+teach"))
 
 
-def demo_fusion_config(target_model: Path, target_adapter: Path, sources: list[Path], replay: Path,
-                       epochs: int) -> FusionConfig:
+def demo_fusion_config(target_model: Path, target_adapter: Path, sources: list[dict], replay: Path,
+                       epochs: int, **switches) -> FusionConfig:
     """The demo preset: paper defaults scaled to tiny models (block size to width, E=64, a faster lr)."""
     return FusionConfig(
-        target_model=str(target_model), target_adapter=str(target_adapter),
-        sources=[str(s) for s in sources], replay=str(replay),
+        target_model=str(target_model), target_adapter=str(target_adapter), sources=sources, replay=str(replay),
         block_size="auto", embed_dim=64, num_heads=4, max_position_embeddings=64, num_projections=128,
         lr=3e-3, epochs=epochs, gradient_accumulation_steps=4, max_length=96, seed=0, checkpoint_every=0,
+        teacher_max_new_tokens=8, teacher_batch_size=16, **switches,
     )
 
 
@@ -71,48 +86,59 @@ def run_demo(out_dir: str | Path = "out/demo", *, overwrite: bool = True, quick:
         adapters[family] = experts.train_lora_expert(
             bases[family], splits[task][0], work / "experts" / f"{family}-{task}", r=8, lora_alpha=16,
             steps=s.expert_steps, epochs=None, lr=1e-2, batch_size=16, max_length=96, seed=i)
-    replay = synthetic.write_jsonl([row for name in tasks for row in splits[name][1]], work / "replay.jsonl")
+    labelled = [row for name in tasks if name != TAUGHT for row in splits[name][1]]
+    replay = synthetic.write_jsonl(labelled, work / "replay.jsonl")
+    prompts = synthetic.write_jsonl([{"prompt": row["prompt"]} for row in splits[TAUGHT][1]],
+                                    work / f"{TAUGHT}_prompts.jsonl")
 
-    print("[3/4] fusing the Qwen2 and Mistral experts into the Llama adapter (HeteroFusion) ...")
     target_family = ROLES[0][0]
-    cfg = demo_fusion_config(bases[target_family], adapters[target_family],
-                             [adapters[f] for f, _ in ROLES[1:]], replay, s.fusion_epochs)
-    fused_result = fuse(cfg, root / "fused", overwrite=overwrite, show_progress=False)
-    fused = fused_result.out_dir
-    # The data-only control: continue the anchor adapter on the same replay set for the same optimiser steps.
-    # Fusion is worth its cost only where it beats this.
-    replay_rows = [row for name in tasks for row in splits[name][1]]
-    control = experts.train_lora_expert(
-        bases[target_family], replay_rows, work / "replay-sft", init_adapter=adapters[target_family],
-        steps=fused_result.report["training"]["optimizer_steps"], epochs=None, lr=cfg.lr,
-        batch_size=cfg.gradient_accumulation_steps, max_length=cfg.max_length, seed=0)
+    sources = [{"adapter": str(adapters[f]), "base_model": str(bases[f]), "name": task,
+                **({"prompts": str(prompts)} if task == TAUGHT else {})} for f, task in ROLES[1:]]
+    print(f"[3/4] fusing the Qwen2 and Mistral experts into the Llama adapter: {len(VARIANTS)} variants "
+          f"(the replay labels the Llama and Qwen2 tasks; the Mistral task is labelled only by its expert) ...")
+    outputs, reports = {}, {}
+    for name, switches in VARIANTS.items():
+        taught_sources = sources if "teacher" in switches else [{k: v for k, v in src.items() if k != "prompts"}
+                                                                 for src in sources]
+        cfg = demo_fusion_config(bases[target_family], adapters[target_family], taught_sources, replay,
+                                 s.fusion_epochs, **switches)
+        result = fuse(cfg, root / name, overwrite=overwrite, show_progress=False)
+        outputs[name], reports[name] = result.out_dir, result.report
+        teacher = result.report.get("teacher")
+        kept = f", teacher rows kept {teacher['rows']}" if teacher else ""
+        print(f"      {name:<14} {result.report['training']['optimizer_steps']} steps{kept}")
 
-    print("[4/4] scoring target-only vs fused on every task ...")
+    print("[4/4] scoring every variant on every task ...")
     scores: dict[str, dict[str, float]] = {}
     for family, task in ROLES:
         test = splits[task][2]
         scores[task] = {
             "expert": experts.evaluate(bases[family], adapters[family], tasks[task], test),
             "target_only": experts.evaluate(bases[target_family], adapters[target_family], tasks[task], test),
-            "replay_sft": experts.evaluate(bases[target_family], control, tasks[task], test),
-            "fused": experts.evaluate(bases[target_family], fused, tasks[task], test),
+            **{name: experts.evaluate(bases[target_family], out, tasks[task], test) for name, out in outputs.items()},
         }
     elapsed = time.perf_counter() - started
-    _print_table(scores, fused, elapsed)
-    (root / "demo_scores.json").write_text(json.dumps({"scores": scores, "seconds": elapsed}, indent=2))
+    _print_table(scores, root / "fused_teacher", elapsed)
+    teacher_report = reports["fused_teacher"]["teacher"]
+    (root / "demo_scores.json").write_text(json.dumps({"scores": scores, "seconds": elapsed, "taught_task": TAUGHT,
+                                                       "teacher": teacher_report}, indent=2))
     return scores
 
 
 def _print_table(scores: dict[str, dict[str, float]], fused: Path, elapsed: float) -> None:
     owner = {task: family for family, task in ROLES}
     print()
-    print(f"{'task':<14}{'expert (own family)':>22}{'target only':>13}{'replay SFT':>12}{'fused':>8}")
+    print(f"{'task':<12}" + "".join(f"{label:>17}" if key == "expert" else f"{label:>10}" for key, label in COLUMNS))
     for task, row in scores.items():
-        label = f"{row['expert']:.1f} ({owner[task]})"
-        print(f"{task:<14}{label:>22}{row['target_only']:>13.1f}{row['replay_sft']:>12.1f}{row['fused']:>8.1f}")
-    avg = {k: sum(r[k] for r in scores.values()) / len(scores) for k in ("target_only", "replay_sft", "fused")}
-    print(f"{'average':<14}{'':>22}{avg['target_only']:>13.1f}{avg['replay_sft']:>12.1f}{avg['fused']:>8.1f}")
-    print("\nscores: F1 / accuracy (0-100) on held-out test prompts, one seed. 'replay SFT' = the anchor adapter "
-          "trained further on the same replay set for the same steps (the data-only control).")
+        mark = "*" if task == TAUGHT else ""
+        cells = [f"{row['expert']:.1f} ({owner[task]})"] + [f"{row[key]:.1f}" for key, _ in COLUMNS[1:]]
+        print(f"{task + mark:<12}{cells[0]:>17}" + "".join(f"{c:>10}" for c in cells[1:]))
+    avg = {key: sum(r[key] for r in scores.values()) / len(scores) for key, _ in COLUMNS[1:]}
+    print(f"{'average':<12}{'':>17}" + "".join(f"{avg[key]:>10.1f}" for key, _ in COLUMNS[1:]))
+    print(f"\n* {TAUGHT}: no labelled replay row; only the Mistral expert knows it. Scores: F1 / accuracy (0-100) on "
+          "held-out test prompts, one seed.\nSFT = the anchor adapter trained directly (`trainer: lora`) on the "
+          "labelled replay; +teacher = the Mistral expert labels the sentiment prompts (`teacher: sources`);\n"
+          "+placebo = the same Mistral base with its adapter's B set to zero labels them; SFT+teach = the anchor "
+          "trained directly on the replay plus the teacher's rows. Same steps and lr for every column.")
     print(f"wall time {elapsed:.0f} s")
-    print(f"fused adapter, report and card: {fused}")
+    print(f"fused-with-teacher adapter, report, teacher rows and card: {fused}")

@@ -307,36 +307,14 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to the examples' prompts (responses are ignored), decoded up to eos or the first newline.
 
-    Prompts are encoded with `replay.encode_prompt`, the exact training prefix, and left-padded so that every
-    row of a batch continues from its last prompt token.
+    Prompts are encoded with `replay.encode_prompt`, the exact training prefix; `generation.generate_all` batches
+    them left-padded with the KV cache.
     """
-    model.eval()
-    pad = pad_token_id(tokenizer)
-    eos = tokenizer.eos_token_id
-    answers: list[str] = []
+    from .generation import generate_all
+
     prompts = [encode_prompt(example, tokenizer) for example in examples]
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=None, leave=False):
-        chunk = prompts[start : start + batch_size]
-        width = max(len(ids) for ids in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, ids in enumerate(chunk):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=eos,
-        )
-        for new_ids in output[:, width:].tolist():
-            if eos is not None and eos in new_ids:
-                new_ids = new_ids[: new_ids.index(eos)]
-            text = tokenizer.decode(new_ids, skip_special_tokens=True)
-            answers.append(text.strip().split("\n", 1)[0].strip())
-    return answers
+    answers = generate_all(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [a.text.strip().split("\n", 1)[0].strip() for a in answers]
 
 
 def evaluate_model(

@@ -26,7 +26,9 @@ from .constants import CONFIG_COPY_NAME, LOSS_PLOT_NAME, REPORT_NAME
 from .errors import AdapterFormatError, AdapterNotFoundError, ConfigError, IncompatibleAdaptersError
 from .fusion import FusionModel, ModuleGroup, build_groups
 from .rank import refactor_rank
+from .replay import ReplayData, read_replay
 from .roles import SUPPORTED_TARGET_FAMILIES
+from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class PreparedFusion:
     block_size: int
     untouched: tuple[str, ...]  # target modules that receive nothing
     target_revisions: dict = field(default_factory=dict)  # pinned shas of Hub inputs
+    replay: ReplayData | None = None  # read before any model: a malformed row fails at once
+    teaching: tuple[TeacherPlan, ...] = ()  # sources that label prompts (`teacher: sources`)
 
     def hypernet_parameters(self) -> dict[str, int]:
         c = self.config
@@ -57,6 +61,7 @@ class FitResult:
     tensors: dict[str, torch.Tensor]
     adapter_config: dict
     report: dict
+    teacher: TeacherResult | None = None  # the labelled rows, written as teacher_replay.jsonl
 
 
 @dataclass(frozen=True)
@@ -100,9 +105,10 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
     if cfg.update_mode != "b_only" and any(m.rows is not None for m in target.modules):
         raise ConfigError(f"`update_mode: {cfg.update_mode}` cannot update the shared A of fused projections "
                           f"({model_config.get('model_type')} target); use `update_mode: b_only`")
-    sources, reports = [], []
+    sources, reports, source_dirs = [], [], []
     for spec in cfg.sources:
         source_dir, source_sha = resolve_input(spec.adapter, what="source adapter", lock=lock)
+        source_dirs.append((source_dir, source_sha))
         raw = load_adapter(source_dir, allow_pickle=cfg.allow_pickle)
         matched, energy = refactor_rank(raw, target.rank)
         sources.append(matched)
@@ -114,31 +120,49 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
                           per_source_positions=cfg.position_mode == "per_source")
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
+    replay = read_replay(cfg.replay) if cfg.replay and cfg.max_steps != 0 else None
+    teaching = plan_teaching(cfg, replay, lock=lock, adapter_dirs=source_dirs) if cfg.max_steps != 0 else ()
     return PreparedFusion(cfg, model_dir, model_config, target, tuple(sources), tuple(reports), plan, groups,
-                          block_size, untouched, {"model": model_sha, "adapter": target_sha})
+                          block_size, untouched, {"model": model_sha, "adapter": target_sha}, replay, teaching)
 
 
 def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, show_progress: bool = True,
         prepared: PreparedFusion | None = None, lock: str | Path | None = None) -> FitResult:
-    """Stages 1-5 and the export pass: train the transfer nets on the replay set and predict the fused adapter."""
+    """Stages 1-5 and the export pass: train the transfer nets (or, `trainer: lora`, the anchor adapter) on the
+    replay set plus the teachers' rows, and predict the fused adapter."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from .export import fused_tensors
-    from .replay import load_replay
     from .train import train
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
-    # Read the replay file before the model: a malformed row fails at once, not after minutes of model loading.
-    examples = load_replay(cfg.replay) if cfg.max_steps != 0 else ()
+    examples = prepared.replay.examples if prepared.replay else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    taught = None
+    if prepared.teaching:  # before the target is loaded: one model in memory at a time
+        from .teacher import run_teachers
+
+        t_teach = time.perf_counter()
+        taught = run_teachers(prepared.teaching, cfg, accelerator=acc, show_progress=show_progress)
+        timings["teacher_s"] = time.perf_counter() - t_teach
+        examples = tuple(examples) + taught.examples()
+        if not examples:
+            raise ConfigError("the teachers kept no answer and the replay set has no labelled row: nothing to train "
+                              "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
+                              "`teacher_max_new_tokens`) or add labelled replay rows")
     model, tokenizer = _load_target(prepared, cfg)
     encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
-    fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
-    timings["load_s"] = time.perf_counter() - t0
+    if cfg.trainer == "lora":
+        from .lora_trainer import AnchorLora
+
+        fusion = AnchorLora(prepared.target, len(prepared.sources))
+    else:
+        fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
+    timings["load_s"] = time.perf_counter() - t0 - timings.get("teacher_s", 0.0)
     from .replay import pad_token_id
 
     if encoded:
@@ -151,7 +175,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     tensors, stats = fused_tensors(acc.unwrap_model(fusion), prepared.target)
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings)
-    return FitResult(tensors, dict(prepared.target.config), report)
+    report["teacher"] = taught.report if taught else None
+    return FitResult(tensors, dict(prepared.target.config), report, taught)
 
 
 def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,
@@ -175,6 +200,8 @@ def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, con
         (stage / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / CONFIG_COPY_NAME).write_text(config_yaml or cfg.to_yaml(), encoding="utf-8")
         write_loss_plot(report["training"]["losses"], stage / LOSS_PLOT_NAME)
+        if result.teacher is not None:
+            result.teacher.write_jsonl(stage / TEACHER_REPLAY_NAME)
         _write_card(stage)
     import shutil
 

@@ -37,6 +37,10 @@ _SHAPES_HINT = (
 )
 
 
+Prompt = str | tuple[dict[str, str], ...]
+"""Plain prompt text, or the chat messages before the answer."""
+
+
 @dataclass(frozen=True)
 class ReplayExample:
     """One supervised replay example.
@@ -88,16 +92,109 @@ def load_replay(path: str | Path) -> tuple[ReplayExample, ...]:
         'person: Alice'
         ```
     """
+    examples = []
+    for where, number, row in _json_rows(path, what="replay file"):
+        if isinstance(row, Mapping) and row.get("source") is not None and not _has_answer(row):
+            raise ReplayDataError(f"{where}: row is tagged `source: {row['source']}` and has no answer: it is for "
+                                  f"the teacher stage; set `teacher: sources` (with that source as base+adapter)")
+        examples.append(parse_row(row, where=where, line=number))
+    return tuple(examples)
+
+
+@dataclass(frozen=True)
+class TaggedPrompt:
+    """A replay row with `"source": NAME_OR_INDEX` and no answer: that source expert labels it (teacher stage)."""
+
+    source: str | int
+    prompt: Prompt
+    where: str
+
+
+@dataclass(frozen=True)
+class ReplayData:
+    """A replay file read whole: labelled examples, prompts tagged for a teacher, and the seed prompts of each
+    source (prompts of every row tagged with that source, labelled or not)."""
+
+    examples: tuple[ReplayExample, ...]
+    tagged: tuple[TaggedPrompt, ...] = ()
+    seeds: tuple[TaggedPrompt, ...] = ()
+
+
+def read_replay(path: str | Path) -> ReplayData:
+    """Read a replay file in which rows may carry `"source"` (see `ReplayData`); `load_replay` refuses unlabelled
+    rows, this keeps them for the teacher stage."""
+    examples, tagged, seeds = [], [], []
+    for where, number, row in _json_rows(path, what="replay file"):
+        source = row.get("source") if isinstance(row, Mapping) else None
+        if source is not None and not isinstance(source, (str, int)) or isinstance(source, bool):
+            raise ReplayDataError(f"{where}: `source` must be a source name or index, got {_json_type(source)}")
+        if source is not None and not _has_answer(row):
+            tagged.append(TaggedPrompt(source, parse_prompt_row(row, where=where), where))
+            continue
+        example = parse_row(row, where=where, line=number)
+        examples.append(example)
+        if source is not None:
+            seeds.append(TaggedPrompt(source, example.prompt, where))
+    return ReplayData(tuple(examples), tuple(tagged), tuple(seeds + tagged))
+
+
+def read_prompts(path: str | Path) -> tuple[tuple[Prompt, str], ...]:
+    """Read a JSONL of unlabelled prompts (`prompt`, `messages` without the final answer, or alpaca
+    `instruction` + `input`; an answer present is ignored): (prompt, `file:line`) pairs."""
+    return tuple((parse_prompt_row(row, where=where), where) for where, _, row in _json_rows(path, what="prompts file"))
+
+
+def parse_prompt_row(row: Any, *, where: str = "row") -> Prompt:
+    """The prompt of a row whose answer is missing or ignored."""
+    if not isinstance(row, Mapping):
+        raise ReplayDataError(f"{where}: expected a JSON object, got {_json_type(row)}; expected `prompt` or "
+                              f"`messages`")
+    if "messages" in row:
+        messages = row["messages"]
+        if isinstance(messages, list) and messages and isinstance(messages[-1], Mapping) \
+                and messages[-1].get("role") == "assistant":
+            messages = messages[:-1]  # an answer present is ignored: the teacher writes its own
+        if not isinstance(messages, list) or not messages:
+            raise ReplayDataError(f"{where}: `messages` must be a non-empty list of {{`role`, `content`}} objects "
+                                  f"ending with the user turn")
+        checked = []
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping) or not all(isinstance(message.get(k), str) for k in ("role", "content")):
+                raise ReplayDataError(f"{where}: `messages[{i}]` must be an object with string `role` and `content`")
+            checked.append({"role": message["role"], "content": message["content"]})
+        return tuple(checked)
+    if "prompt" in row:
+        prompt = _require_str(row, "prompt", where)
+    elif "instruction" in row:
+        prompt, _ = _parse_alpaca({**row, "output": "-"}, where)
+    else:
+        keys = ", ".join(f"`{k}`" for k in row) or "none"
+        raise ReplayDataError(f"{where}: row has keys {keys}; expected `prompt`, `messages` or `instruction`")
+    if isinstance(prompt, str) and not prompt.strip():
+        raise ReplayDataError(f"{where}: empty prompt; give the text the source expert should answer")
+    return prompt
+
+
+def _has_answer(row: Mapping[str, Any]) -> bool:
+    if "response" in row or "output" in row:
+        return True
+    messages = row.get("messages")
+    return isinstance(messages, list) and bool(messages) and isinstance(messages[-1], Mapping) \
+        and messages[-1].get("role") == "assistant"
+
+
+def _json_rows(path: str | Path, *, what: str) -> Iterable[tuple[str, int, Any]]:
+    """(`file:line`, line, decoded row) of a JSONL file, with one-line errors for what can go wrong."""
     path = Path(path)
     if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise ReplayDataError(f"replay file {path} {what}; pass a JSONL file with one example per line")
+        state = "is a directory, not a file" if path.is_dir() else "does not exist"
+        item = "example" if what == "replay file" else "prompt"
+        raise ReplayDataError(f"{what} {path} {state}; pass a JSONL file with one {item} per line")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ReplayDataError(f"cannot read replay file {path}: {err}") from err
-
-    examples = []
+        raise ReplayDataError(f"cannot read {what} {path}: {err}") from err
+    rows = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -109,10 +206,10 @@ def load_replay(path: str | Path) -> tuple[ReplayExample, ...]:
             raise ReplayDataError(
                 f"{where}: not valid JSON ({err.msg} at column {err.colno}){hint}; write one JSON object per line"
             ) from err
-        examples.append(parse_row(row, where=where, line=number))
-    if not examples:
-        raise ReplayDataError(f"replay file {path} is empty; add at least one example (one JSON object per line)")
-    return tuple(examples)
+        rows.append((where, number, row))
+    if not rows:
+        raise ReplayDataError(f"{what} {path} is empty; add at least one example (one JSON object per line)")
+    return rows
 
 
 def examples_from_rows(rows: Iterable[Mapping[str, Any] | ReplayExample]) -> tuple[ReplayExample, ...]:
@@ -213,19 +310,24 @@ def _json_type(value: Any) -> str:
 def encode_prompt(example: ReplayExample, tokenizer: Any) -> list[int]:
     """Token ids of the prompt as the model sees it before the response (bos or chat template included).
 
-    Training (`encode_example`) and generation (`experts.evaluate`) both use this, so the model is asked
-    exactly the way it was taught.
+    Training (`encode_example`), evaluation and the teacher all use this, so a model is asked exactly the way it
+    was taught.
     """
-    if example.is_chat:
+    return encode_prompt_ids(example.prompt, tokenizer, where=f"replay example at line {example.line}")
+
+
+def encode_prompt_ids(prompt: Prompt, tokenizer: Any, *, where: str = "prompt") -> list[int]:
+    """`encode_prompt` for a bare prompt: plain text (after bos) or chat messages (the tokenizer's template)."""
+    if isinstance(prompt, tuple):
         if not getattr(tokenizer, "chat_template", None):
             raise ReplayDataError(
-                f"replay example at line {example.line} is a chat (`messages`) but the target tokenizer has no "
-                "chat template; use `prompt`/`response` rows or a tokenizer with a chat template"
+                f"{where} is a chat (`messages`) but the tokenizer has no chat template; use `prompt`/`response` "
+                "rows or a tokenizer with a chat template"
             )
-        text = tokenizer.apply_chat_template(list(example.prompt), tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
         # The template writes its own bos (if any) as text; adding special tokens again would double it.
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return _special_prefix(tokenizer) + list(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])
+    return _special_prefix(tokenizer) + list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 def encode_example(example: ReplayExample, tokenizer: Any, max_length: int) -> tuple[list[int], list[int], bool]:

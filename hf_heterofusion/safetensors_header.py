@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import AdapterFormatError
 
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit; a larger length means a corrupt or foreign file

@@ -9,6 +9,8 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The teacher stage caches labelled rows under $HF_HETEROFUSION_CACHE: never the user's cache during tests.
+os.environ["HF_HETEROFUSION_CACHE"] = __import__("tempfile").mkdtemp(prefix="hf-heterofusion-test-cache-")
 
 import torch  # noqa: E402
 

@@ -32,7 +32,8 @@ def test_demo_quick_runs_end_to_end_and_prints_measured_scores(tmp_path, capsys)
     printed = capsys.readouterr().out
     scores = json.loads((tmp_path / "demo" / "demo_scores.json").read_text())["scores"]
     assert set(scores) == {"ner_person", "topic", "sentiment"}
-    assert all(set(row) == {"expert", "target_only", "replay_sft", "fused"} for row in scores.values())
+    columns = {"expert", "target_only", "replay_sft", "fused", "fused_teacher", "fused_placebo", "sft_teacher"}
+    assert all(set(row) == columns for row in scores.values())
     for task, row in scores.items():
         assert f"{row['fused']:.1f}" in printed.split(task, 1)[1].splitlines()[0]
     assert (tmp_path / "demo" / "fused" / "adapter_model.safetensors").is_file()
