@@ -62,8 +62,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     warm = ("`warmup_start: first_step`, warmup ratio 0.05" if features.get("warmup_start")
             else "no warmup (`warmup_ratio: 0`: the `warmup_start` switch is not in this checkout, and 5 % of "
                  f"{results.get('steps')} steps would be one step at lr 0)")
-    sft_path = "the pipeline's `trainer: lora`" if features.get("lora_trainer") else \
-        "`bench/sft.py` (the fusion's recipe on the anchor's LoRA factors; `trainer: lora` not in this checkout)"
+    sft_path = "the pipeline's `trainer: lora` (same loop, the anchor's factors trained)" \
+        if features.get("lora_trainer") else "(skipped: `trainer: lora` not in this checkout)"
     lines += [
         f"- tasks (synthetic IE, `vocab={grid['vocab']}`): {', '.join(f'`{t}`' for t in tasks)}; the target's own "
         f"expert is for `{tasks[0]}`, the source family has one expert for each other task; noisy pool adds "
@@ -175,12 +175,25 @@ def _regime_section(results: dict, regime: str) -> list[str]:
 
 
 def _teacher_counts(results: dict, regime: str) -> list[str]:
-    entry = results.get("runs", {}).get(regime, {}).get("hf_teacher", {})
-    first = next(iter(entry.get("seeds", {}).values()), None)
-    if not first or not first.get("teacher"):
-        return []
-    text = json.dumps(first["teacher"].get("sources", first["teacher"]), default=str)
-    return ["Teacher stage (first seed of `hf_teacher`), as the fusion report gives it:", "", f"`{text[:1500]}`", ""]
+    """Per source: what the teacher of the first `hf_teacher` seed was given, made, kept and dropped."""
+    lines = []
+    for method in ("hf_teacher", "hf_teacher_placebo"):
+        entry = results.get("runs", {}).get(regime, {}).get(method, {})
+        first = next(iter(entry.get("seeds", {}).values()), None)
+        teacher = (first or {}).get("teacher") or {}
+        if not teacher.get("sources"):
+            continue
+        rows = []
+        for s in teacher["sources"]:
+            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "-"
+            sample = (s.get("samples") or [{}])[0]
+            text = f"`{str(sample.get('response', ''))[:40]}`" if sample else "-"
+            rows.append([str(s.get("source")), str(s.get("given", 0)), str(s.get("synthesized", 0)),
+                         str(s.get("labelled", 0)), str(s.get("kept", 0)), dropped, text])
+        lines += [f"Teacher rows of `{method}` (first seed; {teacher.get('rows', '?')} rows kept in all):", ""]
+        lines += _table(["source", "given", "synthesized", "labelled", "kept", "dropped", "a kept answer"], rows)
+        lines.append("")
+    return lines
 
 
 def _loso(results: dict) -> list[str]:

@@ -14,14 +14,15 @@ Methods (labels in `METHOD_LABELS`), all scored on the same held-out test prompt
   adapters' B zeroed (`teacher_placebo: true`); `hf_placebo`: norm-matched random sources, no teacher.
 
 Every trained method runs `steps` optimiser steps of batch 1 x accumulation with the same AdamW, schedule and
-warmup rule, and no gradient clipping (`sft.py` explains the control's recipe). `tuning.py` decides which runs
-to make and caches them.
+warmup rule, and no gradient clipping: every one of them is one `FusionConfig` through `pipeline.fuse`, the
+data-only controls with `trainer: lora` (the anchor's factors are the trained parameters, in the same training
+loop; `FusionConfig` has no clipping key and the loop does not clip). `tuning.py` decides which runs to make and
+caches them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ def unavailable(bench: Bench, method: str) -> str | None:
     f = bench.features
     if method in TEACHER_METHODS and not f.teacher:
         return TEACHER_MISSING
-    if method == "sft_teacher" and not f.lora_trainer:
+    if method in SFT_LIKE and not f.lora_trainer:
         return LORA_MISSING
     return None
 
@@ -219,7 +220,7 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
     if teacher:
         extra.update(teacher="sources", teacher_placebo=method == "hf_teacher_placebo",
                      teacher_max_new_tokens=g.teacher_max_new_tokens, teacher_batch_size=g.teacher_batch_size)
-    if method in SFT_LIKE and f.lora_trainer:
+    if method in SFT_LIKE:
         extra.update(trainer="lora")
     improved = method == "hf_improved"
     return FusionConfig(
@@ -253,23 +254,9 @@ def _work_dir(bench: Bench, regime: RegimeData, method: str, lr: float, seed: in
     return bench.out / "work" / "fused" / regime.name / f"{method}{tag}_lr{lr:g}" / f"seed{seed}"
 
 
-def run_sft(bench: Bench, regime: RegimeData, lr: float, seed: int, **_: Any) -> dict:
-    """Data-only control: through the pipeline's `trainer: lora` when it exists, else `sft.train_anchor`."""
-    if bench.features.lora_trainer:
-        return _fusion_runner("sft")(bench, regime, lr, seed)
-    from .sft import train_anchor
-
-    cfg = fusion_config(bench, regime, seed, lr, method="sft")
-    out = _work_dir(bench, regime, "sft", lr, seed)
-    shutil.rmtree(out, ignore_errors=True)
-    rec = train_anchor(cfg, out)
-    model, tok = experts.load_model(bench.target_dir, out)
-    return dict(_scores(bench, model, tok, dev=True), fit_seconds=rec["fit_seconds"], steps=rec["steps"],
-                final_loss=rec["losses"][-1]["loss"] if rec["losses"] else None, trainer="bench.sft (fallback)")
-
-
 def _fusion_runner(method: str) -> Callable[..., dict]:
-    def run(bench: Bench, regime: RegimeData, lr: float, seed: int, drop_source: str | None = None) -> dict:
+    def run(bench: Bench, regime: RegimeData, lr: float, seed: int, drop_source: str | None = None, *,
+            dev: bool = True) -> dict:
         from hf_heterofusion.pipeline import fuse
 
         cfg = fusion_config(bench, regime, seed, lr, method=method, drop_source=drop_source)
@@ -289,7 +276,7 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
         training = report.get("training", {})
         losses = training.get("losses") or []
         record = {
-            **_scores(bench, model, tok, dev=True), "fit_seconds": report.get("timings", {}).get("fit_s"),
+            **_scores(bench, model, tok, dev=dev), "fit_seconds": report.get("timings", {}).get("fit_s"),
             "load_seconds": report.get("timings", {}).get("load_s"), "steps": training.get("optimizer_steps"),
             "final_loss": training.get("final_loss"), "first_loss": losses[0]["loss"] if losses else None,
             "replay_examples": training.get("replay_examples"),
@@ -313,8 +300,7 @@ RUNNERS: dict[str, Callable[..., dict]] = {
     "reference": lambda bench, regime, lr, seed, **_: reference_scores(bench),
     "anchor": run_anchor,
     **{m: _merge_runner(m) for m in MERGES},
-    "sft": run_sft,
-    **{m: _fusion_runner(m) for m in ("sft_teacher", "hf", "hf_improved", "hf_placebo", "hf_teacher",
+    **{m: _fusion_runner(m) for m in ("sft", "sft_teacher", "hf", "hf_improved", "hf_placebo", "hf_teacher",
                                       "hf_teacher_placebo")},
 }
 
