@@ -26,7 +26,7 @@ from hf_heterofusion.bench.run import (
     methods_for,
     steps,
 )
-from hf_heterofusion.bench.tuning import ablation_value, choose_lr, run_key
+from hf_heterofusion.bench.tuning import ablation_value, choose_lr, next_lr, run_key
 from hf_heterofusion.bench.zoo import make_splits
 
 
@@ -217,6 +217,16 @@ def test_choose_lr_takes_the_best_dev_score_and_the_smaller_lr_on_ties():
     assert choose_lr(sweep) == 3e-4
     sweep["c"]["dev_avg"] = 60.0
     assert choose_lr(sweep) == 3e-3
+
+
+def test_sweep_extends_past_an_edge_only_when_the_edge_wins():
+    def sweep(*pairs):
+        return {f"{lr:g}": {"lr": lr, "dev_avg": d} for lr, d in pairs}
+
+    assert next_lr(sweep((1e-4, 10), (1e-3, 20), (1e-2, 30))) == pytest.approx(1e-1)
+    assert next_lr(sweep((1e-4, 30), (1e-3, 20), (1e-2, 10))) == pytest.approx(1e-5)
+    assert next_lr(sweep((1e-4, 10), (1e-3, 30), (1e-2, 20))) is None  # interior optimum
+    assert next_lr(sweep((1e-4, 0), (1e-3, 0))) is None  # a flat sweep says nothing about beyond
 
 
 def test_paired_interval_is_a_t_interval():

@@ -72,6 +72,7 @@ class Grid:
     sft_lr: float = 1e-3  # the v1 SFT learning rate (the performance section still uses it)
     sft_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # sweep of methods that train the anchor adapter itself
     fusion_lrs: tuple[float, ...] = (5e-5, 2.5e-4, 1e-3)  # sweep of the transfer nets (paper: 5e-5)
+    sweep_extend: int = 2  # extra lrs tried outwards while the best one is at an edge of the sweep
     tune_placebos: bool = True  # placebo controls get their own sweep (else: the lr of the method they control)
     improved_regimes: tuple[str, ...] = ("paper", "few_labels")  # where the improved preset is run too
     loso_regime: str | None = "few_labels"  # where the leave-one-source-out refit runs (None: nowhere)
@@ -136,7 +137,7 @@ QUICK = FULL.with_(
     tasks=("ner_person", "ner_location", "sentiment"), noise=("task:topic", "shuffled:ner_person"), n_train=16, n_replay=2, n_test=2,
     expert_steps=2, noise_steps=1, expert_batch=4, max_length=128, seeds=(0, 1), epochs=1, accumulation=2,
     n_dev=2, n_labels=1, n_prompts=2, n_synth=2, teacher_max_new_tokens=6, sft_lrs=(1e-3, 3e-3),
-    fusion_lrs=(5e-5, 1e-3), tune_placebos=False, improved_regimes=("paper",),
+    fusion_lrs=(5e-5, 1e-3), tune_placebos=False, improved_regimes=("paper",), sweep_extend=1,
     embed_dim=16, num_heads=2, num_projections=16, max_positions=64, max_new_tokens=6, eval_batch=16,
     perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1,), scaling_ranks=(4,), scaling_blocks=(32,),
     scaling_examples=2,

@@ -2,8 +2,8 @@
 """Which runs a regime needs, in which order, and the run cache that makes the grid resumable.
 
 Per regime and method: a deterministic method runs once; a trained method first runs its learning-rate sweep on
-the first seed, picks the lr with the best average dev score (ties: the smaller lr), then runs the other seeds at
-that lr. A placebo control either gets its own sweep (`tune_placebos`) or the lr chosen for the method it
+the first seed (extended outwards while the best lr sits at an edge, `sweep_extend` times at most), picks the lr
+with the best average dev score (ties: the smaller lr), then runs the other seeds at that lr. A placebo control either gets its own sweep (`tune_placebos`) or the lr chosen for the method it
 controls. Order: every method's first seed before any method's later seeds, so a cut-short grid still has every
 method.
 
@@ -46,7 +46,7 @@ CACHE_VERSION = 2
 SHARED = ("reference", "anchor", *MERGES)  # runs that do not read the regime's rows (shared by its pool)
 # Grid fields that change no run (report-only, which runs are made, or the performance section).
 _NOT_IN_KEY = ("perf", "scaling", "reductions", "seeds", "name", "regimes", "tune_placebos", "improved_regimes",
-               "loso_regime", "sft_lrs", "fusion_lrs", "sft_lr", "placebo_in_noisy", "fusion_lr")
+               "loso_regime", "sft_lrs", "fusion_lrs", "sweep_extend", "sft_lr", "placebo_in_noisy", "fusion_lr")
 
 
 def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, seed: int,
@@ -129,6 +129,43 @@ def choose_lr(sweep: dict[str, dict]) -> float:
     return best["lr"]
 
 
+def sweep_runs(bench: Bench, regime: RegimeData, method: str, seed: int, sweep: dict[str, dict]) -> dict[str, dict]:
+    """Run the method's lr sweep on `seed` (into `sweep`: lr -> dev and test average); return the records by lr.
+
+    A best lr at the edge of the sweep says the optimum may lie beyond it: step outwards, by the sweep's own
+    ratio, up to `sweep_extend` times, so no method is judged at a boundary of our choosing.
+    """
+    records: dict[str, dict] = {}
+
+    def run(lr: float) -> None:
+        record = cached_run(bench, regime, method, lr, seed, dev=True)
+        sweep[f"{lr:g}"] = {"lr": lr, "dev_avg": record["dev_avg"], "avg": record["avg"]}
+        records[f"{lr:g}"] = record
+
+    for lr in sweep_of(bench, method):
+        run(lr)
+    for _ in range(bench.grid.sweep_extend):
+        lr = next_lr(sweep)
+        if lr is None:
+            break
+        run(lr)
+    return records
+
+
+def next_lr(sweep: dict[str, dict]) -> float | None:
+    """The lr one step beyond the sweep's edge when the best dev score sits strictly at that edge, else None."""
+    points = sorted(sweep.values(), key=lambda r: r["lr"])
+    if len(points) < 2:
+        return None
+    best = choose_lr(sweep)
+    low, high = points[0], points[-1]
+    if best == high["lr"] and high["dev_avg"] > points[-2]["dev_avg"]:
+        return high["lr"] * high["lr"] / points[-2]["lr"]
+    if best == low["lr"] and low["dev_avg"] > points[1]["dev_avg"]:
+        return low["lr"] * low["lr"] / points[1]["lr"]
+    return None
+
+
 def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
                on_result: Callable[[bool], None] | None = None) -> None:
     """Run (or read back) every run of regime `name` into `bench.results["runs"][name]`."""
@@ -159,13 +196,10 @@ def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
         store(m, cached_run(bench, regime, m, None, first if m != "anchor" else 0))
     for m in tuned:
         entry = runs.setdefault(m, {"seeds": {}, "sweep": {}})
-        for lr in sweep_of(bench, m):
-            record = cached_run(bench, regime, m, lr, first, dev=True)
-            entry["sweep"][f"{lr:g}"] = {"lr": lr, "dev_avg": record["dev_avg"], "avg": record["avg"]}
-            entry.setdefault("_sweep_records", {})[f"{lr:g}"] = record
+        records = sweep_runs(bench, regime, m, first, entry["sweep"])
         entry["lr"] = choose_lr(entry["sweep"])
         entry["lr_rule"] = "own sweep (best dev average)"
-        store(m, entry.pop("_sweep_records")[f"{entry['lr']:g}"])
+        store(m, records[f"{entry['lr']:g}"])
     # 3. the placebo controls' first seed at the lr of the method they control.
     for m in borrowed:
         lr = runs[CONTROLLED_BY[m]]["lr"]
