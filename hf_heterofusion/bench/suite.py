@@ -81,10 +81,8 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
 
         last_chart = [0.0]
 
-        def refresh(computed: bool = True) -> None:
-            # Called after every run: cheap files each time a run was computed, the chart at most once a minute.
-            if not computed:
-                return
+        def refresh() -> None:
+            # Called after every stored run: the cheap files each time, the chart at most once a minute.
             summarise(results)
             chart = time.monotonic() - last_chart[0] > 60
             write_all(results, out, chart=chart)

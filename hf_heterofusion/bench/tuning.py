@@ -167,7 +167,7 @@ def next_lr(sweep: dict[str, dict]) -> float | None:
 
 
 def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
-               on_result: Callable[[bool], None] | None = None) -> None:
+               on_result: Callable[[], None] | None = None) -> None:
     """Run (or read back) every run of regime `name` into `bench.results["runs"][name]`."""
     g = bench.grid
     regime = bench.regimes[name]
@@ -185,7 +185,7 @@ def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
         entry = runs.setdefault(method, {"seeds": {}, "sweep": {}})
         entry["seeds"][str(record["seed"])] = record
         if on_result is not None:
-            on_result(not record.get("cached"))
+            on_result()
 
     first, rest = g.seeds[0], g.seeds[1:]
     tuned = [m for m in methods if m not in DETERMINISTIC and m != "dare_ties"
@@ -213,7 +213,7 @@ def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
             store(m, cached_run(bench, regime, m, runs[m]["lr"], seed))
 
 
-def run_loso(bench: Bench, on_result: Callable[[bool], None] | None = None) -> None:
+def run_loso(bench: Bench, on_result: Callable[[], None] | None = None) -> None:
     """Leave-one-source-out refits of the primary method in `grid.loso_regime` (first seed, chosen lr)."""
     g = bench.grid
     name = g.loso_regime
@@ -235,7 +235,7 @@ def run_loso(bench: Bench, on_result: Callable[[bool], None] | None = None) -> N
             "ablation": ablation_value(ablation[i] if i < len(ablation) else None),
         }
         if on_result is not None:
-            on_result(not record.get("cached"))
+            on_result()
 
 
 def ablation_value(value: Any) -> float | None:
