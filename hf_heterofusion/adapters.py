@@ -3,7 +3,8 @@
 
 `load_adapter` reads `adapter_config.json` and `adapter_model.safetensors` (tolerantly, like PEFT: unknown config
 keys are ignored) and returns a frozen `LoraAdapter` whose modules are *role units*: one per (layer, role).
-Fused projections are split on read (B rows cut per role, A shared); `fuse_back` re-assembles them on write.
+Fused projections are split on read (B rows cut per role, A shared); `FusionModel._assemble` re-assembles the
+fused B' (differentiably, during training) and `lora_key` finds the PEFT key of a module's factor on write.
 Only safetensors are read by default: a pickle `.bin` adapter runs code when loaded, so it needs `allow_pickle`.
 """
 
@@ -25,7 +26,9 @@ from .roles import FUSED_ROLES, roles_of, split_rows
 
 
 _LAYER_RE = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.")
-_LORA_KEY_RE = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.[^.]+)?\.weight$")
+# PEFT saves `<module>.lora_A.weight` (older versions and some tools keep the adapter name: `.lora_A.default.weight`).
+LORA_KEY_RE = re.compile(r"^(?P<module>.+)\.lora_(?P<factor>[AB])(?P<adapter>\.[^.]+)?\.weight$")
+PEFT_PREFIX = "base_model.model."
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def _role_modules(
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     other: list[str] = []
     for key, value in tensors.items():
-        match = _LORA_KEY_RE.match(key)
+        match = LORA_KEY_RE.match(key)
         if match is None or "lora_embedding" in key:
             other.append(key)
             continue
@@ -221,7 +224,7 @@ def _role_modules(
         if layer_match is None or not roles:
             other.extend(k for k in tensors if k.startswith(module + ".lora_"))
             continue
-        layer, scale = int(layer_match.group(1)), _scale(config, module, A.shape[0])
+        layer, scale = int(layer_match.group(1)), peft_scaling(config, module, A.shape[0])
         name = module.rsplit(".", 1)[-1]
         if name in FUSED_ROLES and len(FUSED_ROLES[name]) > 1:
             split = split_rows(name, B.shape[0], A.shape[1], base_config)
@@ -232,42 +235,27 @@ def _role_modules(
     return modules, other
 
 
-def _scale(config: dict, module: str, rank: int) -> float:
-    """PEFT's scaling for one module: alpha / r (or alpha / sqrt(r) with rsLoRA), honouring alpha_pattern."""
+def peft_scaling(config: dict, module: str, rank: int) -> float:
+    r"""PEFT's `scaling` of one module: `lora_alpha / r` (rsLoRA: `/ sqrt(r)`), honouring `alpha_pattern`.
+
+    PEFT (`peft.utils.other.get_pattern_key`) takes the FIRST pattern, in the order of adapter_config.json
+    (which PEFT writes with sorted keys), that matches a whole dotted tail of the module's name in the base model
+    (`(.*\.)?(pattern)$`): `q_proj` matches `model.layers.0.self_attn.q_proj` but not `...xq_proj`, and a later
+    pattern never overrides an earlier one. `module` may carry PEFT's `base_model.model.` prefix. `rank` is the module's real rank (its
+    A's rows), which already reflects any `rank_pattern` (matched by the same rule when the adapter was built).
+    """
+    name = module.removeprefix(PEFT_PREFIX)
     alpha = float(config.get("lora_alpha", rank))
     for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.search(pattern, module):
+        if re.match(rf"(.*\.)?({pattern})$", name):
             alpha = float(value)
+            break
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def fuse_back(adapter: LoraAdapter, new_B: dict[tuple[str, str], torch.Tensor],
-              new_A: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The adapter's tensors with the given role-level B (and module-level A) replaced, fused modules re-assembled.
-
-    `new_B` is keyed by `(module, role)`; roles of a fused module are written back into their row ranges.
-    """
-    out = dict(adapter.tensors)
-    by_module: dict[str, list[LoraModule]] = {}
-    for m in adapter.modules:
-        by_module.setdefault(m.module, []).append(m)
-    for module, units in by_module.items():
-        b_key = _factor_key(adapter, module, "B")
-        if any((module, u.role) in new_B for u in units):
-            B = out[b_key].clone().float()
-            for u in units:
-                if (module, u.role) in new_B:
-                    start, stop = u.rows or (0, B.shape[0])
-                    B[start:stop] = new_B[(module, u.role)]
-            out[b_key] = B.to(adapter.tensors[b_key].dtype)
-        if new_A and module in new_A:
-            a_key = _factor_key(adapter, module, "A")
-            out[a_key] = new_A[module].to(adapter.tensors[a_key].dtype)
-    return out
-
-
-def _factor_key(adapter: LoraAdapter, module: str, factor: str) -> str:
+def lora_key(tensors: dict[str, torch.Tensor], module: str, factor: str) -> str:
+    """The stored key of `module`'s `lora_A` or `lora_B` (`factor` "A"/"B"), with or without the adapter name."""
     for key in (f"{module}.lora_{factor}.weight", f"{module}.lora_{factor}.default.weight"):
-        if key in adapter.tensors:
+        if key in tensors:
             return key
     raise KeyError(f"{module}.lora_{factor}")

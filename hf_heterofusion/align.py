@@ -4,8 +4,8 @@
 Depth: each source gets its own layer plan. `tail` (the paper's) pairs the output-side layers one to one
 (`offset = L_T - L_k`, target layer t <-> source layer t - offset) so the extra bottom layers of the deeper model
 get nothing; `head` pairs the first layers, `naive` pairs i <-> i, `uniform` spreads pairs evenly over both
-depths. `transfer_ratio` keeps `max(1, floor(n_pairs * ratio))` pairs: the deepest for tail and naive, the
-first for head, an evenly spaced subset for uniform.
+depths. `transfer_ratio` keeps `max(1, floor(n_pairs * ratio))` pairs: the deepest for tail, the first for head
+and naive (as the reference's fork does), an evenly spaced subset for uniform.
 
 Modules: inside an aligned layer pair a target module is matched with the source module of the same *role*
 (q, k, v, o, gate, up, down), whatever the family calls it. A target module takes part when at least one source
@@ -65,10 +65,9 @@ def align_layers(n_target: int, n_source: int, mode: str = "tail", ratio: float 
         offset = n_target - n_source
         pairs = [(t, t - offset) for t in range(n_target) if 0 <= t - offset < n_source]
         return tuple(pairs[len(pairs) - _keep(len(pairs), ratio):])
-    if mode in ("head", "naive"):
+    if mode in ("head", "naive"):  # the same in the reference's fork: i <-> i from the bottom, first pairs kept
         pairs = [(i, i) for i in range(min(n_target, n_source))]
-        keep = _keep(len(pairs), ratio)
-        return tuple(pairs[:keep] if mode == "head" else pairs[len(pairs) - keep:])
+        return tuple(pairs[: _keep(len(pairs), ratio)])
     if mode == "uniform":
         keep = _keep(min(n_target, n_source), ratio)
         if keep == 1:

@@ -127,6 +127,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _sample(value: Any, width: int = 100) -> str:
+    """A teacher row's prompt or answer on one line of the card (chat turns joined), cut to `width`."""
+    if isinstance(value, list):
+        value = " / ".join(m.get("content", "") for m in value if isinstance(m, dict) and m.get("role") != "assistant")
+    text = " ".join(str(value).split()).replace("`", "'")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _fmt_list(values: Any) -> str:
     return ", ".join(f"`{v}`" for v in values) if values else "none"
 
@@ -168,7 +176,8 @@ def card_context(
         "seed": report.get("seed"),
         "roles": sorted((report.get("roles") or {}).items()),
         "modules": report.get("modules") or {},
-        "evaluation": sorted((report.get("evaluation") or {}).items()),
+        "teacher": report.get("teacher"),
+        **_evaluation_context(report.get("evaluation"), kind),
         "versions": sorted((report.get("versions") or {}).items()),
         "license": _license(report),
         "config_yaml": (config_yaml or "").rstrip("\n"),
@@ -179,6 +188,32 @@ def card_context(
         "paper_url": PAPER_URL,
         "citation": PAPER_CITATION,
     }
+
+
+def _evaluation_context(evaluation: Any, kind: str) -> dict[str, Any]:
+    """The card's claim comes from measured scores only: a held-out evaluation (`--eval`), legacy flat scores
+    (benchmark / demo: task -> score), or a plain statement that the output was not evaluated."""
+    what = "model" if kind == "merged" else "adapter"
+    if isinstance(evaluation, Mapping) and isinstance(evaluation.get("results"), Mapping):
+        fused, anchor = evaluation["results"].get("fused", {}), evaluation["results"].get("anchor", {})
+        rows = [{"subset": name, "fused": fused[name], "anchor": anchor.get(name, {})} for name in fused]
+        overall_f, overall_a = fused.get("all", {}).get("f1"), anchor.get("all", {}).get("f1")
+        if overall_f is None or overall_a is None:
+            verdict = "see the table below"
+        else:
+            diff = overall_f - overall_a
+            verdict = ("better than" if diff > 0.5 else "worse than" if diff < -0.5 else "about the same as")
+            verdict = (f"F1 {overall_f:.1f} against {overall_a:.1f} for the anchor adapter alone: {verdict} the "
+                       f"anchor")
+        summary = f"Measured on {evaluation.get('data', 'held-out rows')}: {verdict}."
+        return {"evaluation": [], "eval_rows": rows, "eval_info": evaluation, "eval_summary": summary}
+    if isinstance(evaluation, Mapping) and evaluation:
+        return {"evaluation": sorted(evaluation.items()), "eval_rows": [], "eval_info": {},
+                "eval_summary": "Measured scores are in the Evaluation section."}
+    return {"evaluation": [], "eval_rows": [], "eval_info": {},
+            "eval_summary": f"This {what} was not evaluated: no measurement shows that it keeps the anchor "
+                            f"adapter's task or gains the experts' (`hf-heterofusion fuse --eval` or "
+                            f"`merge --eval` scores it on held-out replay rows)."}
 
 
 def card_data(report: Mapping[str, Any]) -> ModelCardData:
@@ -247,7 +282,7 @@ def render_card(out_dir: Path | str, *, title: str | None = None) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,  # a typo in the template fails the golden test instead of printing ""
     )
-    env.filters.update(fmt=_fmt, fmt_list=_fmt_list)
+    env.filters.update(fmt=_fmt, fmt_list=_fmt_list, sample=_sample)
     context = card_context(report, config_yaml=config_yaml, pictures=pictures, title=title)
     text = env.get_template(TEMPLATE_NAME).render(card_data=card_data(report).to_yaml(), **context)
     return str(ModelCard(text))  # parsing it back checks the front matter is valid YAML

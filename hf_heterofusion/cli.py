@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """`hf-heterofusion`: a thin shell over the library.
 
-Subcommands: `fuse` (a FusionConfig YAML), `merge` / `check` (a mergekit YAML, every mergekit-yaml option),
-`pull` / `push` / `card` (Hub and model card), `demo` (the built-in end-to-end example).
+Subcommands: `fuse` (a FusionConfig YAML), `merge` (a mergekit YAML, every mergekit-yaml option), `check` (a dry
+run of either format), `pull` / `push` / `card` (Hub and model card), `demo` (the built-in end-to-end example),
+`make-example` (the inputs of the example configs), `hf-extension` (`hf heterofusion ...`).
 User errors (`HeteroFusionError`) print one line and exit with status 2; anything else keeps its traceback.
 """
 
@@ -12,28 +13,112 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigError, HeteroFusionError, HeteroFusionWarning
 
 
 def _cmd_fuse(args: argparse.Namespace) -> int:
-    from .config import FusionConfig
-    from .pipeline import fuse
+    import shutil
+    from pathlib import Path
 
+    from .config import FusionConfig
+    from .constants import LOCK_NAME
+
+    if _is_mergekit_yaml(args.config):  # one way in: a mergekit YAML given to `fuse` runs as `merge` would
+        return _fuse_mergekit_yaml(args)
     cfg = FusionConfig.from_yaml(args.config)
     overrides = _split_overrides(args.set or [])
     if overrides:
         cfg = FusionConfig.from_mapping({**cfg.model_dump(), **_parse_values(overrides)}, where="--set")
-    from pathlib import Path
+    lock_file = Path(args.config).resolve().parent / LOCK_NAME  # written by `hf-heterofusion pull CONFIG.yml`
+    lock = lock_file if lock_file.is_file() else None
+    if args.dry_run:
+        from .merge_methods.dry_run import describe_fusion
 
-    from .constants import LOCK_NAME
+        print(describe_fusion(cfg, lock=lock, out_dir=args.out_dir))
+        return 0
+    from .evaluate import evaluate_output, held_out_for, summary_line
+    from .pipeline import fuse
 
-    lock = Path(args.config).resolve().parent / LOCK_NAME  # written by `hf-heterofusion pull CONFIG.yml`
-    result = fuse(cfg, args.out_dir, overwrite=args.overwrite, lock=lock if lock.is_file() else None,
-                  config_yaml=Path(args.config).read_text(encoding="utf-8"))
+    out = Path(args.out_dir)
+    eval_dir = out.parent / f".{out.name}.heterofusion-eval"
+    train_cfg, held = held_out_for(cfg, fraction=eval_fraction(args.eval, args.eval_fraction),
+                                   eval_file=args.eval_file, work_dir=eval_dir, lock=lock)
+    try:
+        result = fuse(train_cfg, out, overwrite=args.overwrite, lock=lock, held_out=_labelled(held),
+                      config_yaml=Path(args.config).read_text(encoding="utf-8"))
+        if result is not None and held is not None:
+            print(summary_line(evaluate_output(out, held, lock=lock, original_replay=cfg.replay)))
+    finally:
+        shutil.rmtree(eval_dir, ignore_errors=True)
     if result is not None:
         print(f"fused adapter written to {result.out_dir}")
+    return 0
+
+
+def _labelled(held):
+    """The held-out rows that have an answer, as examples: where the per-source ablation is measured."""
+    if held is None:
+        return None
+    from .errors import ReplayDataError
+    from .replay import parse_row
+
+    examples = []
+    for row in held.rows:
+        try:
+            examples.append(parse_row(row))
+        except ReplayDataError:  # a prompt left for a teacher: no answer to measure a loss on
+            continue
+    return examples or None
+
+
+def _is_mergekit_yaml(path: str) -> bool:
+    """A readable mapping with `merge_method`; anything else is left to the fuse format's own (clearer) errors."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "merge_method" in data
+
+
+def _fuse_mergekit_yaml(args: argparse.Namespace) -> int:
+    from mergekit.options import MergeOptions
+
+    from .merge_cli import run_merge_config
+
+    if args.set:
+        raise ConfigError("--set applies to fuse-format configs; edit the mergekit YAML's `parameters:` instead")
+    return run_merge_config(args.config, args.out_dir, options=MergeOptions(), dry_run=args.dry_run,
+                            overwrite=args.overwrite, evaluation=(eval_fraction(args.eval, args.eval_fraction),
+                                                                  args.eval_file))
+
+
+def _cmd_make_example(args: argparse.Namespace) -> int:
+    from .examples import EXAMPLES, FUSE_EXAMPLE, make_example_inputs
+
+    out = make_example_inputs(args.dir, overwrite=args.overwrite)
+    print(f"example inputs written to {out} (models/, adapters/, replay.jsonl); run one with")
+    for name in EXAMPLES:
+        print(f"  hf-heterofusion merge {out / name} out/{Path(name).stem}")
+    print(f"  hf-heterofusion fuse {out / FUSE_EXAMPLE} out/fuse_adapter")
+    return 0
+
+
+def _cmd_hf_extension(args: argparse.Namespace) -> int:
+    from . import hf_extension
+
+    if args.action == "install":
+        path = hf_extension.install(args.executable)
+        print(f"wrote {path}: `hf heterofusion ...` now runs this hf-heterofusion")
+    elif args.action == "uninstall":
+        path = hf_extension.uninstall()
+        print(f"removed {path}" if path else "`hf heterofusion` was not registered")
+    else:
+        print(hf_extension.status())
     return 0
 
 
@@ -71,7 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("out_dir", help="output directory (PEFT adapter, report, card)")
     fuse.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     fuse.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    fuse.add_argument("--dry-run", action="store_true", help="read configs and adapter headers only; print the plan, "
+                      "hypernet size, memory and time estimates, and exit (2 if the fusion cannot run)")
+    add_eval_options(fuse)
     fuse.set_defaults(func=_cmd_fuse)
+
+    example = sub.add_parser("make-example", help="write the tiny models, adapters and replay set the example "
+                             "configs name, and the example configs, into DIR")
+    example.add_argument("dir", help="folder to create (must be new or empty)")
+    example.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    example.set_defaults(func=_cmd_make_example)
+
+    ext = sub.add_parser("hf-extension", help="make `hf heterofusion ...` work (register this executable with the "
+                         "`hf` CLI's extensions)")
+    ext.add_argument("action", choices=("install", "uninstall", "status"))
+    ext.add_argument("--executable", help="the hf-heterofusion executable to register (default: this one)")
+    ext.set_defaults(func=_cmd_hf_extension)
 
     demo = sub.add_parser("demo", help="run the built-in offline example end to end and print the scores")
     demo.add_argument("--out-dir", default="out/demo", help="where the demo writes (default: out/demo)")
@@ -88,6 +188,23 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         getattr(mod, hook)(sub)
     return parser
+
+
+def add_eval_options(parser: argparse.ArgumentParser) -> None:
+    """`--eval`, `--eval-fraction`, `--eval-file`: score the output on rows kept out of training (card table)."""
+    parser.add_argument("--eval", action="store_true", help="hold out 10%% of the replay rows, fuse on the rest, "
+                        "and score fused vs anchor adapter on them (exact match, F1; written to the report and card)")
+    parser.add_argument("--eval-fraction", type=float, metavar="F", help="share of replay rows held out (implies "
+                        "--eval; default 0.1)")
+    parser.add_argument("--eval-file", metavar="JSONL", help="score on these rows instead (training then uses the "
+                        "whole replay set)")
+
+
+def eval_fraction(enabled: bool, fraction: float | None) -> float | None:
+    """The held-out share asked for on the command line: `--eval` alone means 10 %, none means no evaluation."""
+    if fraction is not None:
+        return fraction
+    return 0.1 if enabled else None
 
 
 def _quiet_libraries() -> None:
@@ -123,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command in ("fuse", "demo", "merge", "check"):
+    if args.command in ("fuse", "demo", "merge", "check", "make-example"):
         _quiet_libraries()
     try:
         with warnings.catch_warnings():

@@ -19,12 +19,30 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+
+
+def _ratio_from_fraction(value: Any) -> Any:
+    """The reference's configs write ratios as strings, `"1"` or `"3/4"`; anything else is left to the float check.
+
+    It is part of the field's type (not a model validator) so mergekit's parameter check, which re-uses the
+    field's type and constraints, accepts the same spellings.
+    """
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    num, _, den = value.partition("/")
+    try:
+        ratio = float(num) / float(den)
+    except (ValueError, ZeroDivisionError):
+        ratio = math.nan
+    if not math.isfinite(ratio):
+        raise ValueError("must be a number or a fraction `a/b` of two numbers, such as `3/4`")
+    return ratio
 
 
 class SourceSpec(BaseModel):
@@ -36,7 +54,8 @@ class SourceSpec(BaseModel):
     base_model: str | None = Field(
         default=None, description="Path or Hub id of the source's base model: loaded only when this source teaches "
         "(`teacher: sources`); otherwise shown on the card.")
-    weight: float = Field(default=1.0, ge=0.0, description="Scale applied to the source's update before fusion.")
+    weight: float = Field(default=1.0, ge=0.0, description="Scales this source's influence: "
+                          "`log(weight)` is added to the attention logits of its tokens (0 masks it, 1 = unweighted).")
     name: str | None = Field(default=None, description="Name replay rows use in `\"source\"` (default: the "
                              "adapter folder's name).")
     # --- teacher stage (beyond the paper; used only with `teacher: sources`) ----------------------------------
@@ -64,11 +83,14 @@ class FusionConfig(BaseModel):
     layer_alignment: Literal["tail", "head", "uniform", "naive"] = Field(
         default="tail", description="How target layers are paired with source layers; `tail` is the paper's."
     )
-    transfer_ratio: float = Field(default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept.")
+    transfer_ratio: Annotated[float, BeforeValidator(_ratio_from_fraction)] = Field(
+        default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept (a number or `a/b`, e.g. `3/4`)."
+    )
 
     # --- blocking (§2.2) ---------------------------------------------------------------------------------------
     block_size: int | Literal["auto"] = Field(
-        default=4096, description="Rows per block token (paper 4096); `auto` = next power of two >= hidden size."
+        default="auto", description="Rows per block token; `auto` (default) = next power of two >= the widest hidden "
+        "size of target and sources, which is the paper's 4096 on 4096-wide models."
     )
 
     # --- transfer nets (§2.3-2.5) ------------------------------------------------------------------------------
@@ -96,16 +118,22 @@ class FusionConfig(BaseModel):
     lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
+    warmup_start: Literal["zero", "first_step"] = Field(
+        default="zero", description="`zero`: the first warmup step runs at lr 0 (transformers' schedule, the "
+        "reference's); `first_step`: warmup step k of W runs at lr*(k+1)/(W+1), never 0.")
     epochs: int = Field(default=3, ge=1, description="Passes over the replay set.")
     batch_size: int = Field(default=1, ge=1, description="Sequences per micro-batch.")
     gradient_accumulation_steps: int = Field(default=8, ge=1, description="Micro-batches per optimiser step.")
     max_length: int = Field(default=1024, ge=8, description="Maximum tokens per replay example.")
     max_steps: int | None = Field(default=None, ge=0, description="Stop after this many optimiser steps.")
     amortize_nets: bool = Field(
-        default=False,
-        description="Run the transfer nets once per accumulation window instead of once per micro-batch "
-        "(same CE gradient, fewer net passes).",
+        default=True,
+        description="Run the transfer nets once per accumulation window (same CE gradient, one RDM draw per "
+        "window, fast kernels); `false` is the reference: nets and a fresh RDM draw per micro-batch.",
     )
+    torch_dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        default=None, description="dtype of the frozen target model during the fit (`null`: float32; mergekit's "
+        "`dtype:` sets it); the transfer nets, the patched factors and the loss stay float32.")
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
     seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
     checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")

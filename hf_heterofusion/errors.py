@@ -41,6 +41,10 @@ class OutputExistsError(HeteroFusionError, FileExistsError):
     """The output directory exists and is not empty."""
 
 
+class DiskFullError(HeteroFusionError, OSError):
+    """The device (or the user's quota) ran out of space while the output was being written."""
+
+
 class HubError(HeteroFusionError, RuntimeError):
     """A Hugging Face Hub operation failed for a reason the user can fix (id, token, offline cache)."""
 

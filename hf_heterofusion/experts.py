@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from .errors import AdapterNotFoundError, ConfigError
 from .replay import ReplayExample, collate, encode_prompt, encode_replay, examples_from_rows, pad_token_id
+from .schedule import cosine_with_warmup
 from .synthetic import Task, get_task, score
 
 
@@ -76,13 +77,8 @@ def _existing_dir(path: str | Path, what: str) -> Path:
 # ---------------------------------------------------------------------------------------------------- training
 
 
-def lr_at(step: int, total: int, lr: float, warmup_frac: float = 0.05) -> float:
-    """Learning rate at optimizer step `step` (0-based): linear warmup over `warmup_frac`, then cosine to 0."""
-    warmup = int(total * warmup_frac)
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+EXPERT_WARMUP = 0.05
+"""Share of an expert's optimiser steps spent in linear warmup (then cosine to 0), as in the fusion's default."""
 
 
 def _batches(items: Sequence[Any], batch_size: int, seed: int) -> Iterator[list[Any]]:
@@ -109,17 +105,18 @@ def _fit(
     if not params:
         raise ConfigError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    # `first_step`: an expert's first step is not spent at lr 0 (the experts never had that reference quirk).
+    scheduler = cosine_with_warmup(optimizer, int(steps * EXPERT_WARMUP), steps, start="first_step")
     model.train()
     losses = []
     progress = tqdm(range(steps), desc=desc, disable=None, leave=False)
-    for step in progress:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
+    for _ in progress:
         loss = model(**next(batches)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        scheduler.step()
         losses.append(float(loss.detach()))
         progress.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     model.eval()

@@ -10,6 +10,7 @@ place only when complete (`staged_output`), so an interrupted export never leave
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -21,9 +22,9 @@ import torch
 from safetensors.torch import save
 
 from . import __version__
-from .adapters import LoraAdapter
+from .adapters import LoraAdapter, lora_key
 from .constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
-from .errors import OutputExistsError
+from .errors import DiskFullError, OutputExistsError
 from .fusion import FusionModel
 
 
@@ -35,18 +36,35 @@ def fused_tensors(fusion: FusionModel, target: LoraAdapter) -> tuple[dict[str, t
     tensors = dict(target.tensors)
     for patches, factor in ((out.b_patches, "B"), (out.a_patches, "A")):
         for module, value in patches.items():
-            key = next(k for k in (f"{module}.lora_{factor}.weight", f"{module}.lora_{factor}.default.weight")
-                       if k in tensors)
+            key = lora_key(tensors, module, factor)
             tensors[key] = value.detach().to("cpu", tensors[key].dtype).contiguous()
     mass = out.stats["source_mass"]
     contribution = (mass / mass.sum()).tolist() if mass.sum() > 0 else [0.0] * len(mass)
     return tensors, {"roles": out.stats["roles"], "contribution": contribution}
 
 
-def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a PEFT adapter directory: the target's config and the fused tensors (safetensors)."""
+def adapter_base_reference(target_model: str, sha: str | None) -> tuple[str, str | None]:
+    """How the written adapter names its base: (`base_model_name_or_path`, `revision`).
+
+    The Hub id and its pinned commit when the target came from the Hub (`sha` from the lock), else the path given
+    in the config. Copying the anchor's field instead would name wherever the anchor was trained (often a folder
+    that no longer exists, or null), and `AutoPeftModelForCausalLM` could not load the result.
+    """
+    if sha is not None:
+        return target_model.split("@", 1)[0], sha
+    return str(target_model), None
+
+
+def write_adapter(out_dir: Path, target: LoraAdapter, tensors: dict[str, torch.Tensor], *,
+                  base: tuple[str, str | None] | None = None) -> None:
+    """Write a PEFT adapter directory: the target's config (naming `base`, see `adapter_base_reference`) and the
+    fused tensors (safetensors)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(target.config)
+    if base is not None:
+        config["base_model_name_or_path"], revision = base
+        if revision is not None:
+            config["revision"] = revision
     (out_dir / ADAPTER_CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     data = save(tensors, metadata={"format": "pt", "hf_heterofusion_version": __version__})
     (out_dir / ADAPTER_WEIGHTS_NAME).write_bytes(_sorted_metadata(data))
@@ -68,21 +86,25 @@ def _sorted_metadata(data: bytes) -> bytes:
 
 
 def write_loss_plot(losses: list[dict], path: Path) -> None:
-    """A PNG of the training loss (CE and total) per optimiser step."""
+    """A PNG of the two training terms per optimiser step: replay CE and the RDM regulariser, each on its own axis.
+
+    Their sum would hide the CE: RDM is on another scale and `lambda * RDM` can dominate the total.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig, (ax_ce, ax_rdm) = plt.subplots(2, 1, figsize=(6, 4.4), dpi=100, sharex=True)
     if losses:
         steps = [r["step"] for r in losses]
-        ax.plot(steps, [r["ce"] for r in losses], label="replay CE")
-        ax.plot(steps, [r["loss"] for r in losses], label="CE + lambda*RDM", alpha=0.7)
-        ax.legend()
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    ax.set_title("HeteroFusion transfer-net training")
+        ax_ce.plot(steps, [r["ce"] for r in losses], label="replay CE", color="tab:blue")
+        if all("rdm" in r for r in losses):
+            ax_rdm.plot(steps, [r["rdm"] for r in losses], label="RDM (before lambda)", color="tab:orange")
+    ax_ce.set_ylabel("replay CE")
+    ax_rdm.set_ylabel("RDM")
+    ax_rdm.set_xlabel("optimiser step")
+    ax_ce.set_title("HeteroFusion transfer-net training")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)
@@ -96,18 +118,30 @@ def check_output_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a staging directory next to `out_dir`; on success it atomically replaces `out_dir`."""
+def staged_output(out_dir: Path, *, overwrite: bool, needs_bytes: int | None = None) -> Iterator[Path]:
+    """Yield a staging directory next to `out_dir`; on success it atomically replaces `out_dir`.
+
+    On any failure the stage is deleted; a full disk (or quota) becomes a one-line `DiskFullError` that names
+    `out_dir` and the space it needs (`needs_bytes` when the caller knows it, else what was written before).
+    """
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_stages(out_dir)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-{os.getpid()}-", dir=out_dir.parent))
+    stage = None
     try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-{os.getpid()}-", dir=out_dir.parent))
         yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+    except BaseException as err:
+        written = _tree_bytes(stage) if stage is not None else 0
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if is_disk_full(err):
+            needs = f"~{_mb(needs_bytes)} MB" if needs_bytes else f"more than the {_mb(written)} MB it had written"
+            raise DiskFullError(f"no space left on device while writing {out_dir} (needs {needs}); free space or "
+                                f"choose another output folder") from None
         raise
+    apply_umask(stage)
     old = None
     if out_dir.exists():
         old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
@@ -115,6 +149,46 @@ def staged_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     os.replace(stage, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# How the libraries that write for us report it: safetensors' Rust writer raises `SafetensorError("... No space
+# left on device (os error 28)")`, other writers wrap the OSError; match the errno or its strerror text.
+_DISK_FULL_TEXT = tuple(os.strerror(code) for code in _DISK_FULL) + tuple(f"os error {code}" for code in _DISK_FULL)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` (or an exception it was raised from) says the device or the quota is full."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+            return True
+        if isinstance(err, Exception) and any(text in str(err) for text in _DISK_FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}" if n < 10 * 2**20 else f"{n / 2**20:.0f}"
+
+
+def apply_umask(root: Path) -> None:
+    """Give the output the modes the user's umask asks for.
+
+    `mkdtemp` creates the stage `0700` on purpose (nobody sees a half-written output), and some writers create files
+    `0600`; the finished output must look like anything else the user creates (`0755`/`0644` under umask 022).
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (root, *root.rglob("*")):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _remove_stale_stages(out_dir: Path) -> None:

@@ -9,6 +9,9 @@ the patched factors (target-basis preservation, paper §2.5) and the RDM regular
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -57,9 +60,9 @@ def build_groups(
     matched: dict[tuple[str, int], tuple[MatchedModule, ...]],
     *,
     block_size: int,
-    source_weights: tuple[float, ...],
     per_source_positions: bool,
 ) -> tuple[ModuleGroup, ...]:
+    """Block tokens of every matched module; source weights act later, in the attention (`FusionModel`)."""
     groups = []
     for (role, rank), modules in matched.items():
         layouts: dict[tuple, list[tuple[int, tuple]]] = {}
@@ -67,7 +70,7 @@ def build_groups(
             t_tokens, n_a, n_b = module_tokens(mm.target.A, mm.target.B, block_size)
             s_parts, ids, positions = [], [], []
             for k, unit in mm.sources:
-                tokens, _, _ = module_tokens(unit.A, unit.B * source_weights[k], block_size)
+                tokens, _, _ = module_tokens(unit.A, unit.B, block_size)
                 s_parts.append(tokens)
                 ids += [k] * tokens.shape[0]
             s_tokens = torch.cat(s_parts)
@@ -119,11 +122,55 @@ class FusionModel(nn.Module):
                 )
             net_cfg = TransferNetConfig(block_size, g.rank, cfg.embed_dim, cfg.num_heads,
                                         cfg.max_position_embeddings, cfg.mu_gate, num_sources,
-                                        cfg.position_mode == "per_source")
+                                        cfg.position_mode == "per_source", fast_kernels=cfg.amortize_nets)
             self.nets[g.key] = HeteroFusionTransferNet(net_cfg)
             self.alphas[g.key] = nn.Parameter(torch.tensor(float(cfg.alpha_init)))
         self._target = target
         self._device = torch.device("cpu")
+        self._weights = self._checked_weights([s.weight for s in cfg.sources][:num_sources] or [1.0] * num_sources)
+        # Source index of every source token, per bucket, kept on the host: masking decisions need no device sync.
+        self._token_sources = {(g.key, i): tuple(b.source_ids.tolist()) for g in groups for i, b in enumerate(g.buckets)}
+
+    # --- source weights (SourceSpec.weight; ablations) ----------------------------------------------------------
+    @staticmethod
+    def _checked_weights(weights: list[float]) -> tuple[float, ...]:
+        if any(w < 0 or not math.isfinite(w) for w in weights):
+            raise ConfigError(f"source weights must be finite and >= 0, got {weights}")
+        if not any(w > 0 for w in weights):
+            raise ConfigError("every source has weight 0, so nothing is fused; give at least one source a weight > 0")
+        return tuple(float(w) for w in weights)
+
+    @property
+    def source_weights(self) -> tuple[float, ...]:
+        """Current weight of each source: `log(w)` is added to the attention logits of that source's tokens."""
+        return self._weights
+
+    @contextlib.contextmanager
+    def source_weights_override(self, weights: Mapping[int, float]) -> Iterator[FusionModel]:
+        """Temporarily set the weights of some sources (by index), e.g. `{k: 0.0}` to mask source k exactly."""
+        saved = self._weights
+        bad = [k for k in weights if not 0 <= k < self.num_sources]
+        if bad:
+            raise ValueError(f"source index {bad[0]} out of range (there are {self.num_sources} sources)")
+        self._weights = self._checked_weights([weights.get(k, w) for k, w in enumerate(saved)])
+        try:
+            yield self
+        finally:
+            self._weights = saved
+
+    def masked_sources(self, sources: Iterable[int]) -> contextlib.AbstractContextManager[FusionModel]:
+        """`with fusion.masked_sources({k}): ...` runs without source k's influence (per-source ablation)."""
+        return self.source_weights_override({k: 0.0 for k in sources})
+
+    def _source_bias(self, key: tuple[str, int], device: torch.device) -> torch.Tensor | None:
+        """log-weight per source token of a bucket; None when all weights are 1 (no bias op at all: bit-identical)."""
+        if all(w == 1.0 for w in self._weights):
+            return None
+        logw = [math.log(self._weights[k]) if self._weights[k] > 0 else -math.inf for k in self._token_sources[key]]
+        return torch.tensor(logw, device=device)
+
+    def _kept_tokens(self, key: tuple[str, int]) -> list[int]:
+        return [p for p, k in enumerate(self._token_sources[key]) if self._weights[k] > 0]
 
     def place(self, device: torch.device) -> FusionModel:
         """Move parameters and the (constant) block tokens to `device`."""
@@ -139,15 +186,23 @@ class FusionModel(nn.Module):
         role_B: dict[tuple[str, str], torch.Tensor] = {}
         a_patches: dict[str, torch.Tensor] = {}
         reg_terms, stats = [], {"roles": {}, "source_mass": torch.zeros(self.num_sources)}
+        masked = any(w == 0 for w in self._weights)
         for g in self.groups:
             net, alpha = self.nets[g.key], self.alphas[g.key]
             e_t, e_s = [], []
             zeros = gate_total = 0
-            for bucket in g.buckets:
+            for i, bucket in enumerate(g.buckets):
+                kept = self._kept_tokens((g.key, i)) if masked else None
+                if kept == []:
+                    continue  # every source of these modules is masked: they keep the target's factors
+                bias = self._source_bias((g.key, i), bucket.source_ids.device)
                 out = net(bucket.target_tokens, bucket.target_spectra, bucket.source_tokens,
-                          bucket.source_spectra, bucket.source_positions, bucket.source_ids)
+                          bucket.source_spectra, bucket.source_positions, bucket.source_ids, bias, with_stats)
                 e_t.append(out.target_embeddings.flatten(0, 1))
-                e_s.append(out.source_embeddings.flatten(0, 1))
+                if kept is not None:  # a masked source must not reach the regulariser either
+                    e_s.append(out.source_embeddings[:, kept].flatten(0, 1))
+                else:
+                    e_s.append(out.source_embeddings.flatten(0, 1))
                 delta = out.delta.unflatten(-1, (self.block_size, g.rank))  # (M, N_T, b, r)
                 for row, member in enumerate(bucket.members):
                     unit = g.matched[member].target
@@ -162,7 +217,7 @@ class FusionModel(nn.Module):
                     gate_total += out.source_gate.numel()
                     mass = out.attention.detach().sum(dim=(0, 1)).cpu()  # (N_S,) over modules and target tokens
                     stats["source_mass"].index_add_(0, bucket.source_ids.cpu(), mass)
-            if self.cfg.lambda_reg > 0 and generator is not None:
+            if self.cfg.lambda_reg > 0 and generator is not None and e_t:
                 reg_terms.append(self._rdm(torch.cat(e_t), generator) + self._rdm(torch.cat(e_s), generator))
             if with_stats:
                 stats["roles"][g.role] = {"gate_sparsity": zeros / max(1, gate_total), "alpha": alpha.item()}
@@ -172,7 +227,7 @@ class FusionModel(nn.Module):
     def _rdm(self, z: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.cfg
         return rdm_regulariser(z, mu=c.mu_target, sigma=c.sigma_target, num_projections=c.num_projections,
-                               generator=generator)
+                               generator=generator, fast=c.amortize_nets)
 
     def _assemble(self, role_B: dict[tuple[str, str], torch.Tensor]) -> dict[str, torch.Tensor]:
         """Module-level B': role slices of a fused module are concatenated back in row order."""

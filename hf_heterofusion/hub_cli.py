@@ -28,7 +28,7 @@ def _cmd_pull(args: argparse.Namespace) -> int:
         verify=not args.no_verify,
     )
     for key, entry in sorted(lock.entries.items()):
-        print(f"{key}  {entry.sha[:12]}  {entry.kind}, {len(entry.files)} files  {entry.local_path}")
+        print(f"{key}  {entry.sha[:12]}  {entry.kind}, {len(entry.files)} files  {entry.folder(args.cache_dir)}")
     if lock.path is not None:
         print(f"lock written to {lock.path}")
     return 0
@@ -44,6 +44,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
         revision=args.revision,
         create_pr=args.create_pr,
         commit_message=args.commit_message,
+        base_model=args.base_model,
     )
     print(info.commit_url)
     if info.pr_url:
@@ -63,11 +64,12 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     pull = subparsers.add_parser(
         "pull",
         help="pin and download the Hub inputs of a config (or of repo ids) and write heterofusion.lock.json",
-        description="Resolve every Hub reference to a commit sha, download only the files the fusion needs (never "
-        "the bases of source adapters), verify them and write the lock file. With HF_HUB_OFFLINE=1 the "
+        description="Resolve every Hub reference to a commit sha, download only the files the fusion needs (the "
+        "bases of source adapters only when they teach: `teacher: sources`), verify them and write the lock file. With HF_HUB_OFFLINE=1 the "
         "pinned snapshots are served from the cache. Tokens come from HF_TOKEN or `hf auth login`.",
     )
-    pull.add_argument("inputs", nargs="+", metavar="CONFIG.yml | REPO_ID[@REV]", help="a mergekit YAML or repo ids")
+    pull.add_argument("inputs", nargs="+", metavar="CONFIG.yml | REPO_ID[@REV]",
+                      help="a config (mergekit YAML or fuse format) or repo ids")
     pull.add_argument("--cache-dir", type=Path, help="Hub cache (default: HF_HUB_CACHE or HF_HOME/hub)")
     pull.add_argument("--lock", type=Path, help=f"lock file (default: {LOCK_NAME} next to the config, or here)")
     pull.add_argument("--include-bin", action="store_true", help="accept pickle *.bin weights when no safetensors")
@@ -86,6 +88,8 @@ def add_hub_commands(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--revision", metavar="BRANCH", help="branch to push to (created from main if missing)")
     push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     push.add_argument("--commit-message", metavar="MSG", help="commit title")
+    push.add_argument("--base-model", metavar="ID", help="Hub id of the target base, written into the uploaded "
+                      "adapter_config.json and card (needed when the target was a local folder)")
     push.set_defaults(func=_cmd_push)
 
     card = subparsers.add_parser(

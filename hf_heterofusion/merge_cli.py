@@ -5,8 +5,8 @@
   `heterofusion` method registered. Its options are mergekit's own click definitions (`add_merge_options`), so
   every `mergekit-yaml` flag is accepted and means the same. A config whose `merge_method` is not `heterofusion`
   runs exactly as `mergekit-yaml` would run it.
-* `check CONFIG.yml` is `merge --dry-run`: it reads configs and adapter headers only and prints the plan, or the
-  one-line reason the fusion cannot run (exit status 2).
+* `check CONFIG.yml` is `merge --dry-run` (or `fuse --dry-run` for a fuse-format config): it reads configs and
+  adapter headers only and prints the plan, or the one-line reason the fusion cannot run (exit status 2).
 * `mergekit-hook install|uninstall|status` manages the start-up `.pth` file that lets the plain `mergekit-yaml`
   command find `heterofusion` as well.
 
@@ -42,9 +42,9 @@ def add_merge_commands(subparsers: argparse._SubParsersAction) -> None:
     merge.add_argument("argv", nargs="*")
     merge.set_defaults(func=lambda args: merge_main(args.argv, catch_errors=False))
 
-    check = subparsers.add_parser("check", help="dry-run a mergekit YAML: alignment, modules, hypernet size, "
-                                                "memory and time estimates (exit 2 if the fusion cannot run)")
-    check.add_argument("config", help="mergekit YAML file")
+    check = subparsers.add_parser("check", help="dry-run a config (mergekit YAML or fuse format): alignment, "
+                                  "modules, hypernet size, memory and time estimates (exit 2 if it cannot run)")
+    check.add_argument("config", help="mergekit YAML or fuse-format YAML file")
     check.set_defaults(func=lambda args: check_config(args.config))
 
     hook = subparsers.add_parser("mergekit-hook", help="let the plain `mergekit-yaml` command find `heterofusion` "
@@ -80,11 +80,23 @@ def merge_main(argv: Sequence[str] | None = None, *, catch_errors: bool = True) 
     return int(result or 0)
 
 
-def check_config(config: str) -> int:
-    """`check CONFIG.yml`: the dry run with mergekit's default options."""
+def check_config(config: str, *, echo: Callable[[str], Any] = print) -> int:
+    """`check CONFIG.yml`: the dry run of either config format (a `fuse` config or a mergekit YAML)."""
+    from .hub_refs import config_format
+    from .merge_methods.yaml_config import read_merge_yaml
+
+    doc = read_merge_yaml(config)
+    if config_format(doc.data) == "fuse":
+        from .config import FusionConfig
+        from .constants import LOCK_NAME
+        from .merge_methods.dry_run import describe_fusion
+
+        lock = doc.base_dir / LOCK_NAME
+        echo(describe_fusion(FusionConfig.from_yaml(config), lock=lock if lock.is_file() else None))
+        return 0
     from mergekit.options import MergeOptions
 
-    return run_merge_config(config, None, options=MergeOptions(), dry_run=True)
+    return run_merge_config(config, None, options=MergeOptions(), dry_run=True, echo=echo)
 
 
 def merge_command() -> click.Command:
@@ -98,22 +110,32 @@ def merge_command() -> click.Command:
     @click.option("--dry-run", is_flag=True, help="Read configs and adapter headers only; print the fusion plan, "
                   "memory and time estimates, and exit (2 if the fusion cannot run)")
     @click.option("--overwrite", is_flag=True, help="heterofusion: replace a non-empty OUT_PATH")
+    @click.option("--eval", "evaluate", is_flag=True, help="heterofusion: hold out 10% of the replay rows, fuse on "
+                  "the rest and score fused vs anchor on them (report and card)")
+    @click.option("--eval-fraction", type=float, default=None, help="heterofusion: share of replay rows held out "
+                  "(implies --eval)")
+    @click.option("--eval-file", default=None, help="heterofusion: score on the rows of this JSONL instead")
     @add_merge_options
     def merge(merge_options: MergeOptions, config_file: str, out_path: str | None, dry_run: bool,
-              overwrite: bool) -> int:
+              overwrite: bool, evaluate: bool, eval_fraction: float | None, eval_file: str | None) -> int:
         """Run a mergekit YAML config with the `heterofusion` method registered (mergekit-yaml compatible)."""
+        from .cli import eval_fraction as held_out_share
+
         if out_path is None and not dry_run:
             raise click.UsageError("Missing argument 'OUT_PATH' (or pass --dry-run).")
         merge_options.apply_global_options()
-        return run_merge_config(config_file, out_path, options=merge_options, dry_run=dry_run, overwrite=overwrite)
+        return run_merge_config(config_file, out_path, options=merge_options, dry_run=dry_run, overwrite=overwrite,
+                                evaluation=(held_out_share(evaluate, eval_fraction), eval_file))
 
     return merge
 
 
 def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOptions, dry_run: bool = False,
-                     overwrite: bool = False, echo: Callable[[str], Any] = print) -> int:
+                     overwrite: bool = False, echo: Callable[[str], Any] = print,
+                     evaluation: tuple[float | None, str | None] = (None, None)) -> int:
     """Route one mergekit YAML: trained heterofusion, data-free heterofusion, or plain mergekit.
 
+    `evaluation` is (held-out fraction, held-out file) of `--eval`; (None, None) evaluates nothing.
     Returns 0; raises `HeteroFusionError` for user errors (the caller prints it and exits with 2).
     """
     from .merge_methods import register_all
@@ -121,10 +143,14 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
 
     register_all()
     doc = read_merge_yaml(config_file)
+    wants_eval = evaluation != (None, None) and not dry_run
+    if wants_eval and not (doc.is_heterofusion and doc.mode == "trained"):
+        raise ConfigError("--eval scores a trained heterofusion fusion (`base_model: target+anchor_adapter`); "
+                          "this config is not one")
     if not doc.is_heterofusion:
         return _run_plain_mergekit(doc, out_path, options=options, dry_run=dry_run, echo=echo)
     if doc.mode == "trained":
-        from .merge_methods.yaml_config import trained_job
+        from .merge_methods.yaml_trained import trained_job
 
         job = trained_job(doc, random_seed=options.random_seed, trust_remote_code=options.trust_remote_code)
         if dry_run:
@@ -132,13 +158,11 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
 
             echo(describe_trained(job, out_dir=out_path))
             return 0
-        from .merge_methods.planner import run_trained_merge
-
-        run_trained_merge(job.config, _required(out_path), options=options, config_source=doc.text,
-                          dtype=job.dtype, out_dtype=job.out_dtype, overwrite=overwrite, lock=job.lock)
+        _run_trained(job, _required(out_path), options=options, overwrite=overwrite,
+                     evaluation=evaluation if wants_eval else (None, None), echo=echo)
         echo(f"heterofusion ({job.config.output}) written to {out_path}")
         return 0
-    from .merge_methods.yaml_config import data_free_configuration
+    from .merge_methods.yaml_data_free import data_free_configuration
 
     config, uses_lora = data_free_configuration(doc)
     if dry_run:
@@ -146,12 +170,40 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
 
         echo(describe_data_free(doc, config))
         return 0
+    from pathlib import Path
+
     from mergekit.merge import run_merge
+
+    from .export import apply_umask
 
     with _lora_merge_cache(options, uses_lora) as opts:
         run_merge(config, _required(out_path), options=opts, config_source=doc.text)
+    apply_umask(Path(out_path))  # mergekit's writer creates its shards 0600
     echo(f"heterofusion (data-free) merged model written to {out_path}")
     return 0
+
+
+def _run_trained(job, out_path: str, *, options: MergeOptions, overwrite: bool,
+                 evaluation: tuple[float | None, str | None], echo: Callable[[str], Any]) -> None:
+    """The trained mode through our planner, on the replay rows left after any `--eval` hold-out."""
+    import shutil
+    from pathlib import Path
+
+    from .evaluate import evaluate_output, held_out_for, summary_line
+    from .merge_methods.planner import run_trained_merge
+
+    out = Path(out_path)
+    eval_dir = out.parent / f".{out.name}.heterofusion-eval"
+    fraction, eval_file = evaluation
+    try:
+        cfg, held = held_out_for(job.config, fraction=fraction, eval_file=eval_file, work_dir=eval_dir, lock=job.lock)
+        # mergekit's --quiet also silences training's own per-step bar; without it that bar is the one shown.
+        run_trained_merge(cfg, out, options=options, config_source=job.doc.text, dtype=job.dtype,
+                          out_dtype=job.out_dtype, overwrite=overwrite, lock=job.lock)
+        if held is not None:
+            echo(summary_line(evaluate_output(out, held, lock=job.lock, original_replay=job.config.replay)))
+    finally:
+        shutil.rmtree(eval_dir, ignore_errors=True)
 
 
 def _run_plain_mergekit(doc, out_path: str | None, *, options: MergeOptions, dry_run: bool,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,8 +27,9 @@ from .constants import CONFIG_COPY_NAME, LOSS_PLOT_NAME, REPORT_NAME
 from .errors import AdapterFormatError, AdapterNotFoundError, ConfigError, IncompatibleAdaptersError
 from .fusion import FusionModel, ModuleGroup, build_groups
 from .rank import refactor_rank
-from .replay import ReplayData, read_replay
+from .replay import ReplayData, ReplayExample, read_replay
 from .roles import SUPPORTED_TARGET_FAMILIES
+from .safetensors_header import HeaderError, checkpoint_shapes
 from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
 
 
@@ -116,7 +118,7 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
     plan = plan_alignment(target, sources, cfg.layer_alignment, cfg.transfer_ratio)
     matched = match_modules(target, sources, plan)
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
-    groups = build_groups(matched, block_size=block_size, source_weights=tuple(s.weight for s in cfg.sources),
+    groups = build_groups(matched, block_size=block_size,
                           per_source_positions=cfg.position_mode == "per_source")
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
@@ -127,9 +129,11 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
 
 
 def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, show_progress: bool = True,
-        prepared: PreparedFusion | None = None, lock: str | Path | None = None) -> FitResult:
+        prepared: PreparedFusion | None = None, lock: str | Path | None = None,
+        held_out: Sequence[ReplayExample] | None = None) -> FitResult:
     """Stages 1-5 and the export pass: train the transfer nets (or, `trainer: lora`, the anchor adapter) on the
-    replay set plus the teachers' rows, and predict the fused adapter."""
+    replay set plus the teachers' rows, and predict the fused adapter. `held_out` rows (never trained on), when
+    given, are where the per-source ablation is measured; otherwise it uses training rows."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -139,6 +143,9 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
+    from .sizing import announce_hypernet_size
+
+    announce_hypernet_size(prepared, show=show_progress)
     examples = prepared.replay.examples if prepared.replay else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     taught = None
@@ -153,7 +160,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
             raise ConfigError("the teachers kept no answer and the replay set has no labelled row: nothing to train "
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
-    model, tokenizer = _load_target(prepared, cfg)
+    # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
+    model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     if cfg.trainer == "lora":
@@ -176,27 +184,41 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings)
     report["teacher"] = taught.report if taught else None
+    if encoded and cfg.trainer == "transfer_nets":
+        from .ablation import source_ablation
+
+        t2 = time.perf_counter()
+        ablation = source_ablation(acc.unwrap_model(fusion), model, tokenizer, held_out or examples,
+                                   pad_id=pad_token_id(tokenizer), max_length=cfg.max_length,
+                                   held_out=held_out is not None)
+        report["ablation"] = ablation
+        for source, effect in zip(report["sources"], ablation["sources"]):
+            source["ablation"] = effect
+        report["timings"]["ablation_s"] = round(time.perf_counter() - t2, 3)
     return FitResult(tensors, dict(prepared.target.config), report, taught)
 
 
 def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,
-         show_progress: bool = True, accelerator=None, lock: str | Path | None = None) -> FusionResult | None:
+         show_progress: bool = True, accelerator=None, lock: str | Path | None = None,
+         held_out: Sequence[ReplayExample] | None = None) -> FusionResult | None:
     """Run the whole fusion and write the PEFT adapter directory (plus report, loss plot, config copy, card).
 
     Returns `None` on non-main processes of a distributed run (only the main process writes).
     """
-    from .export import check_output_dir, staged_output, write_adapter, write_loss_plot
+    from .export import adapter_base_reference, check_output_dir, staged_output, write_adapter, write_loss_plot
 
     out_dir = Path(out_dir)
     check_output_dir(out_dir, overwrite)  # fail before hours of training, not after
     work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"
     prepared = prepare(cfg, lock=lock)
-    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator, prepared=prepared)
+    result = fit(cfg, work_dir=work_dir, show_progress=show_progress, accelerator=accelerator, prepared=prepared,
+                 held_out=held_out)
     if accelerator is not None and not accelerator.is_main_process:
         return None
     report = dict(result.report, config_yaml=config_yaml, output_kind="adapter")
     with staged_output(out_dir, overwrite=overwrite) as stage:
-        write_adapter(stage, prepared.target, result.tensors)
+        write_adapter(stage, prepared.target, result.tensors,
+                      base=adapter_base_reference(cfg.target_model, prepared.target_revisions.get("model")))
         (stage / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (stage / CONFIG_COPY_NAME).write_text(config_yaml or cfg.to_yaml(), encoding="utf-8")
         write_loss_plot(report["training"]["losses"], stage / LOSS_PLOT_NAME)
@@ -254,28 +276,13 @@ def _check_model_weights(model_dir: Path, cfg: FusionConfig) -> None:
                                  f"`allow_pickle: true` if you trust their author")
 
 
-def _base_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    from safetensors import SafetensorError, safe_open
-
-    index = model_dir / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
-        ["model.safetensors"]
-    shapes = {}
-    for name in files:
-        if not (model_dir / name).is_file():
-            return {}
-        try:
-            with safe_open(model_dir / name, framework="pt") as f:
-                shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
-        except (SafetensorError, OSError) as err:
-            raise AdapterFormatError(f"target model weights {model_dir / name} are corrupt or truncated "
-                                     f"({str(err).splitlines()[0]}); re-download or re-save the model") from None
-    return shapes
-
-
 def _check_against_base(target: LoraAdapter, model_dir: Path) -> None:
     """Each LoRA module's (d_out, d_in) must equal its base weight's shape (cheap: safetensors headers only)."""
-    shapes = _base_shapes(model_dir)
+    try:
+        shapes = checkpoint_shapes(model_dir)
+    except HeaderError as err:
+        raise AdapterFormatError(f"target model weights {err.path} are corrupt or truncated ({err.reason}); "
+                                 f"re-download or re-save the model") from None
     if not shapes:
         return
     for key, a in target.tensors.items():
@@ -325,7 +332,10 @@ def _load_target(prepared: PreparedFusion, cfg: FusionConfig):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=torch.float32,
+        # `torch_dtype` is the frozen base only: PEFT keeps the LoRA factors float32 (autocast_adapter_dtype), the
+        # patched factors are the nets' float32 output and transformers' loss upcasts the logits.
+        dtype = getattr(torch, cfg.torch_dtype or "float32")
+        base = AutoModelForCausalLM.from_pretrained(prepared.target_model_dir, dtype=dtype,
                                                     trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as err:  # transformers' "cannot load" errors; the message says what is missing
         raise AdapterFormatError(f"transformers cannot load the target model {prepared.target_model_dir} "

@@ -53,6 +53,7 @@ class ReplayExample:
     prompt: str | tuple[dict[str, str], ...]
     response: str
     line: int = 0
+    task: str | None = None  # the row's `task` (or `source`) tag: groups rows in the per-source ablation
 
     def __post_init__(self) -> None:
         if not isinstance(self.response, str) or not self.response:
@@ -248,7 +249,8 @@ def parse_row(row: Any, *, where: str = "row", line: int = 0) -> ReplayExample:
         raise ReplayDataError(f"{where}: row has keys {keys}; {_SHAPES_HINT}")
     if not response.strip():
         raise ReplayDataError(f"{where}: empty response; every replay example needs a non-empty answer to learn")
-    return ReplayExample(prompt=prompt, response=response, line=line)
+    tag = row.get("task", row.get("source"))
+    return ReplayExample(prompt=prompt, response=response, line=line, task=None if tag is None else str(tag))
 
 
 def _parse_chat(row: Mapping[str, Any], where: str) -> tuple[tuple[dict[str, str], ...], str]:

@@ -34,8 +34,16 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
+class HeaderError(AdapterFormatError):
+    """A safetensors file whose header cannot be read; `path` and `reason` let a caller word its own message."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is corrupt or truncated ({reason}); re-download or re-save it")
+        self.path, self.reason = path, reason
+
+
 def file_header(path: str | Path) -> dict[str, TensorInfo]:
-    """Tensor name -> `TensorInfo` of one safetensors file; a corrupt header is a one-line `AdapterFormatError`."""
+    """Tensor name -> `TensorInfo` of one safetensors file; a corrupt or truncated file is a `HeaderError`."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -49,15 +57,18 @@ def file_header(path: str | Path) -> dict[str, TensorInfo]:
             if len(body) != length:
                 raise ValueError("header is truncated")
         header = json.loads(body)
-        out = {}
+        out, data_end = {}, 0
         for name, info in header.items():
             if name == "__metadata__":
                 continue
             start, end = info["data_offsets"]
             out[name] = TensorInfo(tuple(int(d) for d in info["shape"]), str(info["dtype"]), int(end) - int(start))
+            data_end = max(data_end, int(end))
+        if path.stat().st_size < 8 + length + data_end:  # a cut download: the header is whole, the data is not
+            raise ValueError("the file is shorter than its header says")
         return out
     except (OSError, ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise AdapterFormatError(f"{path} is corrupt or truncated ({err}); re-download or re-save it") from None
+        raise HeaderError(path, str(err)) from None
 
 
 def checkpoint_files(model_dir: str | Path) -> list[Path]:
@@ -91,4 +102,7 @@ def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     return {k: v.shape for k, v in file_header(path).items()}
 
 
-__all__ = ["TensorInfo", "checkpoint_files", "checkpoint_header", "checkpoint_shapes", "file_header", "file_shapes"]
+__all__ = [
+    "HeaderError", "TensorInfo", "checkpoint_files", "checkpoint_header", "checkpoint_shapes", "file_header",
+    "file_shapes",
+]

@@ -182,7 +182,7 @@ class TeacherRow:
                 "teacher": self.teacher}
 
     def example(self) -> ReplayExample:
-        return ReplayExample(self.prompt, self.response)
+        return ReplayExample(self.prompt, self.response, task=self.source)
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,13 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
     report = {"mode": "placebo" if cfg.teacher_placebo else "sources", "rows": len(rows), "sources": per_source,
               "settings": generation_settings(cfg)}
     return TeacherResult(tuple(rows), report)
+
+
+def measure_throughput(*args, **kwargs) -> dict[str, float]:
+    """Teacher rows/s batched vs unbatched (see `teacher_labels.measure_throughput`); used by the perf bench."""
+    from .teacher_labels import measure_throughput as measure
+
+    return measure(*args, **kwargs)
 
 
 def generation_settings(cfg: FusionConfig) -> dict[str, Any]:
@@ -303,4 +310,4 @@ def free_memory() -> None:
 
 
 __all__ = ["TEACHER_REPLAY_NAME", "TeacherPlan", "TeacherPrompt", "TeacherResult", "TeacherRow", "cache_root",
-           "plan_teaching", "run_teachers", "source_names"]
+           "measure_throughput", "plan_teaching", "run_teachers", "source_names"]

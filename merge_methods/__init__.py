@@ -14,6 +14,7 @@ Layout:
 * `heterofusion.py`: the `MergeMethodSpec` and the data-free tensor kernel (what mergekit's own planner runs);
 * `yaml_config.py`: a mergekit YAML -> `FusionConfig` (trained mode) or a checked `MergeConfiguration` (data-free);
 * `planner.py`: the trained mode on mergekit's graph engine (`FitHeteroFusion` -> adapter / merged checkpoint);
+* `tasks.py`: the trained mode's own graph nodes (`FitHeteroFusion`, `WriteFusedAdapter`, `FoldLoraIntoWeight`);
 * `dry_run.py`: what `hf-heterofusion check` prints;
 * `hook.py`: registration when mergekit's registry is imported, and the optional `.pth` file;
 * `*.yml`: example configs (the tests run them); `README.md`: every parameter.

@@ -8,17 +8,18 @@ The memory and time figures are rough estimates from parameter counts and labell
 
 from __future__ import annotations
 
-import json
-import math
 import re
-import struct
 from collections import defaultdict
 from pathlib import Path
 
+from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import MERGED_SUBDIR, ROLES
 from hf_heterofusion.pipeline import PreparedFusion, prepare, resolve_input
+from hf_heterofusion.safetensors_header import checkpoint_header
+from hf_heterofusion.sizing import suggestion, target_parameters
 
-from .yaml_config import MergeYaml, TrainedJob
+from .yaml_config import MergeYaml
+from .yaml_trained import TrainedJob
 
 
 # Sustained training throughput assumed by the time estimate (fp32 CPU with a few cores; one modern GPU).
@@ -29,21 +30,53 @@ _LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
 
 def describe_trained(job: TrainedJob, *, out_dir: str | None = None) -> str:
     """The dry-run report of a trained-mode config; raises the run's `HeteroFusionError` when it cannot run."""
-    cfg = job.config
-    prepared = prepare(cfg, lock=job.lock)
-    replay_count = _replay_examples(cfg.replay, job.lock) if cfg.replay else 0
+    return describe_fusion(job.config, lock=job.lock, out_dir=out_dir, dtype=job.dtype, out_dtype=job.out_dtype)
+
+
+def describe_fusion(cfg: FusionConfig, *, lock: Path | None, out_dir: str | None = None, dtype: str | None = None,
+                    out_dtype: str | None = None) -> str:
+    """The dry-run report of a fusion, from either config format (`check`, `merge --dry-run`, `fuse --dry-run`)."""
+    prepared = prepare(cfg, lock=lock)
+    replay_count = _replay_examples(cfg.replay, lock) if cfg.replay else 0
     if cfg.output in ("merged", "both"):
         from .planner import lora_folds
 
-        lora_folds(cfg, set(checkpoint_stats(prepared.target_model_dir)[2]), lock=job.lock)
+        lora_folds(cfg, set(checkpoint_stats(prepared.target_model_dir)[2]), lock=lock)
     lines = ["HeteroFusion dry run (configs and adapter headers only: no model weights loaded, nothing written)", ""]
     lines += _inputs(prepared)
     lines += ["", str(prepared.plan), ""]
     lines += _modules(prepared)
     lines += [""] + _hypernet(prepared)
     lines += [""] + _estimates(prepared, replay_count)
-    lines += [""] + _outputs(cfg.output, out_dir, job)
+    if prepared.teaching:
+        lines += [""] + _teachers(prepared)
+    lines += [""] + _outputs(cfg.output, out_dir, dtype, out_dtype)
     return "\n".join(lines)
+
+
+def _teachers(prepared: PreparedFusion) -> list[str]:
+    """Which sources teach, with how many prompts, and a rough labelling time (2 FLOPs per parameter and token)."""
+    cfg = prepared.config
+    lines = [f"teacher stage (`teacher: sources`{', placebo: adapters with B = 0' if cfg.teacher_placebo else ''}; "
+             f"greedy, batches of {cfg.teacher_batch_size}, at most {cfg.teacher_max_new_tokens} new tokens)"]
+    total_cpu = total_gpu = 0.0
+    for plan in prepared.teaching:
+        params = checkpoint_stats(plan.base_dir)[0]
+        chars = [len(p.prompt if isinstance(p.prompt, str) else " ".join(m["content"] for m in p.prompt))
+                 for p in plan.prompts] or [200]
+        prompt_tokens = sum(chars) / len(chars) / 4  # ~4 characters per token
+        rows = len(plan.prompts) + plan.synthesize
+        # labelling: prompt + answer per row; synthesis: about two few-shot queries of ~5 prompts per kept prompt
+        flops = 2 * params * (rows * (prompt_tokens + cfg.teacher_max_new_tokens)
+                              + 2 * plan.synthesize * 6 * prompt_tokens)
+        total_cpu, total_gpu = total_cpu + flops / CPU_FLOPS, total_gpu + flops / GPU_FLOPS
+        lines.append(f"  {plan.describe()}")
+        lines.append(f"      teacher {params:,} parameters; {rows} rows to label: ~{_seconds(flops / CPU_FLOPS)} CPU / "
+                     f"~{_seconds(flops / GPU_FLOPS)} GPU (cached rows cost nothing)")
+    trained = "the anchor adapter (`trainer: lora`)" if cfg.trainer == "lora" else "the transfer nets"
+    lines.append(f"  labelling in all ~{_seconds(total_cpu)} CPU / ~{_seconds(total_gpu)} GPU; the kept rows join the "
+                 f"replay set that trains {trained}")
+    return lines
 
 
 def describe_data_free(doc: MergeYaml, config) -> str:
@@ -130,6 +163,11 @@ def _hypernet(prepared: PreparedFusion) -> list[str]:
              f"embed_dim {prepared.config.embed_dim})"]
     lines += [f"  {role:<5} {count:>15,}" for role, count in params.items()]
     lines.append(f"  {'total':<5} {total:>15,}")
+    target = target_parameters(prepared)
+    if target:
+        lines.append(f"  target model {target:,} parameters: the hypernets are {total / target:.2g}x its size")
+        if total > target:
+            lines.append(f"warning: the transfer nets are larger than the target model; {suggestion(prepared, target)}")
     return lines
 
 
@@ -174,9 +212,9 @@ def _estimates(prepared: PreparedFusion, replay_count: int) -> list[str]:
     return lines
 
 
-def _outputs(kind: str, out_dir: str | None, job: TrainedJob) -> list[str]:
+def _outputs(kind: str, out_dir: str | None, dtype: str | None, out_dtype: str | None) -> list[str]:
     root = out_dir or "OUT_DIR"
-    dtypes = f" (dtype {job.dtype or 'as stored'}, out_dtype {job.out_dtype or 'as computed'})"
+    dtypes = f" (dtype {dtype or 'as stored'}, out_dtype {out_dtype or 'as computed'})"
     adapter = f"  {root}: PEFT adapter (adapter_config.json, adapter_model.safetensors) + report, plots, configs, card"
     merged_at = f"{root}/{MERGED_SUBDIR}" if kind == "both" else root
     merged = (f"  {merged_at}: merged checkpoint (config, tokenizer, sharded safetensors via mergekit's writer)"
@@ -190,28 +228,8 @@ def _outputs(kind: str, out_dir: str | None, job: TrainedJob) -> list[str]:
 
 def checkpoint_stats(model_dir: Path) -> tuple[int, int, list[str]]:
     """(parameters, bytes, tensor names) of a safetensors checkpoint, from its headers alone."""
-    model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    params = size = 0
-    names: list[str] = []
-    for name in files:
-        path = model_dir / name
-        if not path.is_file():
-            continue
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))  # safetensors: u64 header length, then a JSON header
-            header = json.loads(f.read(length))
-        for key, info in header.items():
-            if key == "__metadata__":
-                continue
-            names.append(key)
-            params += math.prod(info["shape"])
-            size += info["data_offsets"][1] - info["data_offsets"][0]
-    return params, size, names
+    header = checkpoint_header(model_dir)
+    return sum(t.numel for t in header.values()), sum(t.nbytes for t in header.values()), list(header)
 
 
 def _replay_examples(replay: str, lock: Path | None) -> int:
@@ -271,4 +289,4 @@ def _seconds(s: float) -> str:
     return f"~{s / 3600:.1f} h"
 
 
-__all__ = ["checkpoint_stats", "describe_data_free", "describe_other", "describe_trained"]
+__all__ = ["checkpoint_stats", "describe_data_free", "describe_fusion", "describe_other", "describe_trained"]

@@ -26,6 +26,7 @@ from typing import Any
 
 
 REGISTRY_MODULE = "mergekit.merge_methods.registry"
+MERGE_MODULE = "mergekit.merge"  # its `run_merge` gets a guard for trained-mode configs (see `guard_run_merge`)
 PTH_NAME = "hf_heterofusion_mergekit.pth"  # sorts after `__editable__.*.pth`, which must run first in dev installs
 # One line, executed by `site` at start-up; a broken or uninstalled package must never break the interpreter.
 PTH_LINE = (
@@ -36,12 +37,58 @@ _MARKER = "_hf_heterofusion_mergekit_hook"
 
 
 def install_mergekit_hook() -> None:
-    """Register `heterofusion` now if mergekit's registry is loaded, else as soon as it is imported (idempotent)."""
+    """Register `heterofusion` now if mergekit's registry is loaded, else as soon as it is imported (idempotent);
+    the same for the guard on `mergekit.merge.run_merge`."""
     if REGISTRY_MODULE in sys.modules:
         _register_quietly()
+    if MERGE_MODULE in sys.modules:
+        guard_run_merge(sys.modules[MERGE_MODULE])
+    if all(name in sys.modules for name in _ACTIONS):
         return
     if not any(getattr(finder, _MARKER, False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RegistryFinder())
+
+
+def guard_run_merge(module: ModuleType) -> None:
+    """Make `mergekit.merge.run_merge` refuse a trained-mode `heterofusion` config with one line that says what to run.
+
+    mergekit's planner pairs tensors by name and architecture, so a `base_model: target+anchor_adapter` config of
+    other families ends in `Must specify --allow-crimes` or `All inputs to a slice must contain the same number of
+    layers`; that mode runs only through `hf-heterofusion merge` (our planner). Data-free configs and every other
+    method pass through untouched.
+    """
+    original = getattr(module, "run_merge", None)
+    if original is None or getattr(original, _MARKER, False):
+        return
+
+    def run_merge(merge_config, out_path, *args, **kwargs):
+        base = getattr(merge_config, "base_model", None)
+        if getattr(merge_config, "merge_method", None) == "heterofusion" and getattr(base, "lora", None) is not None:
+            raise _trained_mode_error(out_path)
+        return original(merge_config, out_path, *args, **kwargs)
+
+    run_merge.__doc__ = original.__doc__
+    run_merge.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(run_merge, _MARKER, True)
+    module.run_merge = run_merge
+
+
+def _trained_mode_error(out_path: Any) -> Exception:
+    """A `ConfigError` that click (mergekit-yaml's CLI) prints as one `Error:` line with exit status 2."""
+    import click
+
+    from hf_heterofusion.errors import ConfigError
+
+    class TrainedModeError(ConfigError, click.ClickException):
+        exit_code = 2
+
+        def __init__(self, message: str) -> None:
+            click.ClickException.__init__(self, message)  # sets `.message`, which click prints
+
+    return TrainedModeError(
+        "this heterofusion config trains transfer nets (`base_model: target+anchor_adapter`), which mergekit's "
+        f"planner cannot run; run it with `hf-heterofusion merge CONFIG.yml {out_path}` (same options)"
+    )
 
 
 def _register_quietly() -> None:
@@ -56,12 +103,13 @@ def _register_quietly() -> None:
 
 
 class _RegistryFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for mergekit's registry it wraps the real loader so registration follows execution."""
+    """Finds nothing itself: for mergekit's registry (and `mergekit.merge`) it wraps the real loader so that our
+    action (registration, the `run_merge` guard) follows the module's execution."""
 
     _hf_heterofusion_mergekit_hook = True
 
     def find_spec(self, fullname: str, path: Any = None, target: ModuleType | None = None):
-        if fullname != REGISTRY_MODULE:
+        if fullname not in _ACTIONS:
             return None
         for finder in sys.meta_path:
             if getattr(finder, _MARKER, False) or not hasattr(finder, "find_spec"):
@@ -72,15 +120,16 @@ class _RegistryFinder(importlib.abc.MetaPathFinder):
         else:
             return None
         if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _RegisteringLoader(spec.loader)
+            spec.loader = _RegisteringLoader(spec.loader, fullname)
         return spec
 
 
 class _RegisteringLoader(importlib.abc.Loader):
     """Delegates to mergekit's own loader, then registers `heterofusion` and removes the finder."""
 
-    def __init__(self, inner: importlib.abc.Loader) -> None:
+    def __init__(self, inner: importlib.abc.Loader, name: str) -> None:
         self._inner = inner
+        self._name = name
 
     def create_module(self, spec):
         return self._inner.create_module(spec)
@@ -91,11 +140,15 @@ class _RegisteringLoader(importlib.abc.Loader):
         module.__loader__ = self._inner
         if module.__spec__ is not None:
             module.__spec__.loader = self._inner
-        sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, _MARKER, False)]
-        _register_quietly()
+        if all(name in sys.modules for name in _ACTIONS):
+            sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, _MARKER, False)]
+        _ACTIONS[self._name](module)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+_ACTIONS = {REGISTRY_MODULE: lambda _module: _register_quietly(), MERGE_MODULE: guard_run_merge}
 
 
 # ------------------------------------------------------------------------------------------- the .pth file

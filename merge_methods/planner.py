@@ -29,18 +29,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
 from mergekit.common import ModelPath, ModelReference, dtype_from_name
 from mergekit.graph import Executor, Task
 from mergekit.io.tasks import FinalizeModel, LoaderCache, LoadTensor, SaveTensor, TensorWriterTask
 
+from hf_heterofusion.adapters import LORA_KEY_RE, PEFT_PREFIX, peft_scaling
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import (
     ADAPTER_CONFIG_NAME,
@@ -51,7 +49,10 @@ from hf_heterofusion.constants import (
     REPORT_NAME,
 )
 from hf_heterofusion.errors import ConfigError
-from hf_heterofusion.pipeline import FitResult, fit, resolve_input
+from hf_heterofusion.pipeline import FitResult
+from hf_heterofusion.safetensors_header import checkpoint_files, file_shapes
+
+from .tasks import FitHeteroFusion, FoldLoraIntoWeight, WriteFusedAdapter, local_input
 
 
 if TYPE_CHECKING:
@@ -60,91 +61,10 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 MERGEKIT_CONFIG_NAME = "mergekit_config.yml"
-_LORA_A_RE = re.compile(r"^(?P<module>.+)\.lora_A(?P<adapter>\.[^.]+)?\.weight$")
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
     "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
 )
-
-
-# ------------------------------------------------------------------------------------------------ tasks
-
-
-class FitHeteroFusion(Task[FitResult]):
-    """`pipeline.fit` as one graph node; it holds the config as JSON (hashable), never tensors."""
-
-    config_json: str
-    lock: str | None = None
-    work_dir: str | None = None
-    device: str | None = None
-    show_progress: bool = True
-
-    def arguments(self) -> dict[str, Task]:
-        return {}
-
-    def execute(self, **_kwargs: Any) -> FitResult:
-        cfg = FusionConfig.model_validate_json(self.config_json)
-        return fit(cfg, work_dir=Path(self.work_dir) if self.work_dir else None, lock=self.lock,
-                   accelerator=_accelerator(cfg, self.device), show_progress=self.show_progress)
-
-    def priority(self) -> int:
-        return 100_000  # before any tensor is loaded: loads would otherwise sit in memory during training
-
-    def main_thread_only(self) -> bool:
-        return True  # accelerate and the training loop own the device; never run on an executor thread
-
-
-class WriteFusedAdapter(Task[None]):
-    """Write the PEFT adapter (config + safetensors) of the fit into `out_path`."""
-
-    fit: FitHeteroFusion
-    out_path: str
-    out_dtype: str | None = None
-
-    def arguments(self) -> dict[str, Task]:
-        return {"fit": self.fit}
-
-    def execute(self, fit: FitResult, **_kwargs: Any) -> None:
-        from hf_heterofusion.adapters import load_adapter
-        from hf_heterofusion.export import write_adapter
-
-        cfg = FusionConfig.model_validate_json(self.fit.config_json)
-        anchor = load_adapter(_local(cfg.target_adapter, "target adapter", self.fit.lock),
-                              allow_pickle=cfg.allow_pickle)
-        write_adapter(Path(self.out_path), anchor, _cast(fit.tensors, self.out_dtype))
-
-    def main_thread_only(self) -> bool:
-        return True
-
-
-class FoldLoraIntoWeight(Task[torch.Tensor]):
-    """One base weight of the target with the fused LoRA update folded in: `W + scale * B' @ A`."""
-
-    base: LoadTensor
-    fit: FitHeteroFusion
-    a_key: str
-    b_key: str
-    scale: float
-    fan_in_fan_out: bool = False
-
-    def arguments(self) -> dict[str, Task]:
-        return {"base": self.base, "fit": self.fit}
-
-    def execute(self, base: torch.Tensor, fit: FitResult, **_kwargs: Any) -> torch.Tensor:
-        # fp32 at least, whatever `dtype:` loaded: a bf16 product of B' and A would round the update away.
-        work = torch.float64 if base.dtype == torch.float64 else torch.float32
-        A = fit.tensors[self.a_key].to(base.device, work)
-        B = fit.tensors[self.b_key].to(base.device, work)
-        delta = (B @ A) * self.scale
-        if self.fan_in_fan_out:  # Conv1D-style layers store the weight transposed
-            delta = delta.T
-        return (base.to(work) + delta).to(base.dtype)
-
-    def uses_accelerator(self) -> bool:
-        return True
-
-    def group_label(self) -> str | None:
-        return self.base.group_label()
 
 
 # ------------------------------------------------------------------------------------------------ planning
@@ -183,49 +103,32 @@ def lora_folds(cfg: FusionConfig, weight_names: set[str] | None = None, *,
     Reads only `adapter_config.json` and the safetensors header. Raises `ConfigError` for anything a merged
     checkpoint cannot hold (embedding LoRA, `modules_to_save`, a module with no base weight).
     """
-    from safetensors import safe_open
-
-    adapter_dir = _local(cfg.target_adapter, "target adapter", lock)
+    adapter_dir = local_input(cfg.target_adapter, "target adapter", lock)
     config = json.loads((adapter_dir / ADAPTER_CONFIG_NAME).read_text(encoding="utf-8"))
     weights = adapter_dir / ADAPTER_WEIGHTS_NAME
     if not weights.is_file():
         raise ConfigError(f"`output: {cfg.output}` needs a safetensors anchor adapter; {adapter_dir} has no "
                           f"{ADAPTER_WEIGHTS_NAME}")
-    with safe_open(str(weights), framework="pt") as f:
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    shapes = file_shapes(weights)
     folds = []
     for key in sorted(shapes):
-        match = _LORA_A_RE.match(key)
+        match = LORA_KEY_RE.match(key)
         if match is None:
-            if ".lora_B" not in key:
-                raise ConfigError(f"`output: {cfg.output}` cannot fold the anchor's tensor `{key}` into the target "
-                                  f"(only LoRA A/B factors of linear layers); use `output: adapter`")
+            raise ConfigError(f"`output: {cfg.output}` cannot fold the anchor's tensor `{key}` into the target "
+                              f"(only LoRA A/B factors of linear layers); use `output: adapter`")
+        if match["factor"] == "B":
             continue
         module, suffix = match["module"], match["adapter"] or ""
         b_key = f"{module}.lora_B{suffix}.weight"
         if b_key not in shapes:
             raise ConfigError(f"anchor adapter {adapter_dir}: `{key}` has no matching `{b_key}`")
-        name = module.removeprefix("base_model.model.") + ".weight"
+        name = module.removeprefix(PEFT_PREFIX) + ".weight"
         if weight_names is not None and name not in weight_names:
             raise ConfigError(f"`output: {cfg.output}` cannot fold `{module}`: the target checkpoint has no `{name}`; "
                               f"use `output: adapter`")
         rank = shapes[key][0]
-        folds.append(LoraFold(module, name, key, b_key, peft_scaling(config, name.removesuffix(".weight"), rank)))
+        folds.append(LoraFold(module, name, key, b_key, peft_scaling(config, module, rank)))
     return tuple(folds)
-
-
-def peft_scaling(config: dict, module: str, rank: int) -> float:
-    """PEFT's `scaling` of one module: `lora_alpha / r` (rsLoRA: `/ sqrt(r)`), honouring `alpha_pattern`.
-
-    `rank` is the module's real rank (its A's rows), which already reflects any `rank_pattern`.
-    """
-    alpha = float(config.get("lora_alpha", rank))
-    for pattern, value in (config.get("alpha_pattern") or {}).items():
-        # PEFT's rule: the pattern must match a whole trailing part of the module path.
-        if re.match(rf"(.*\.)?({pattern})$", module):
-            alpha = float(value)
-            break
-    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
 @dataclass(frozen=True)
@@ -238,6 +141,10 @@ class FusionGraph:
 def plan_fusion(cfg: FusionConfig, layout: OutputLayout, options: MergeOptions, *, dtype: str | None,
                 out_dtype: str | None, work_dir: Path | None, lock: str | Path | None = None) -> FusionGraph:
     """Build the task graph of the module docstring for one output layout."""
+    if dtype and cfg.torch_dtype is None:  # YAML `dtype:` also sets the frozen target's dtype during the fit
+        name = str(dtype_from_name(dtype)).removeprefix("torch.")
+        if name in ("float32", "bfloat16", "float16"):
+            cfg = cfg.model_copy(update={"torch_dtype": name})
     fit_task = FitHeteroFusion(config_json=cfg.model_dump_json(), lock=str(lock) if lock else None,
                                work_dir=str(work_dir) if work_dir else None, device=options.device,
                                show_progress=not options.quiet)
@@ -246,10 +153,10 @@ def plan_fusion(cfg: FusionConfig, layout: OutputLayout, options: MergeOptions, 
     if layout.adapter_dir is not None:
         targets.append(WriteFusedAdapter(fit=fit_task, out_path=str(layout.adapter_dir), out_dtype=out_dtype))
     if layout.merged_dir is not None:
-        target = ModelReference(model=ModelPath(path=str(_local(cfg.target_model, "target model", lock))))
+        target = ModelReference(model=ModelPath(path=str(local_input(cfg.target_model, "target model", lock))))
         names = set(LoaderCache().get(target).index.tensor_paths)
         folds = {f.weight_name: f for f in lora_folds(cfg, names, lock=lock)}
-        anchor_dir = _local(cfg.target_adapter, "target adapter", lock)
+        anchor_dir = local_input(cfg.target_adapter, "target adapter", lock)
         anchor_config = json.loads((anchor_dir / ADAPTER_CONFIG_NAME).read_text(encoding="utf-8"))
         fan_in_fan_out = bool(anchor_config.get("fan_in_fan_out"))
         writer = TensorWriterTask(out_path=str(layout.merged_dir), max_shard_size=options.out_shard_size,
@@ -301,13 +208,15 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
                     "device (training itself can use several GPUs through `accelerate launch`)")
     LoaderCache().setup(options=options)
     work_dir = out_dir.parent / f".{out_dir.name}.heterofusion-work"  # outside the stage: resumable checkpoints
-    with staged_output(out_dir, overwrite=overwrite) as stage:
+    with staged_output(out_dir, overwrite=overwrite, needs_bytes=_output_bytes(cfg, lock)) as stage:
         layout = output_layout(cfg.output, stage)
         graph = plan_fusion(cfg, layout, options, dtype=dtype, out_dtype=out_dtype, work_dir=work_dir, lock=lock)
         executor = Executor(list(graph.targets), math_device=options.device or "cpu",
                             storage_device=(options.device or "cpu") if options.low_cpu_memory else "cpu")
         result: FitResult | None = None
-        for task, value in executor.run(quiet=options.quiet, desc="HeteroFusion"):
+        # The fit is one task that runs for minutes among ~100 instant ones: mergekit's per-task bar would show an
+        # ETA extrapolated from task counts. Training has its own per-step bar (train.py), so this one stays off.
+        for task, value in executor.run(quiet=True, desc="HeteroFusion"):
             if isinstance(task, FitHeteroFusion):
                 result = value
         if result is None:  # pragma: no cover - the fit task is always a target
@@ -316,13 +225,23 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
                       mergekit={"dtype": dtype, "out_dtype": out_dtype, "layout": cfg.output,
                                 "options": options.model_dump(mode="json")})
         if layout.merged_dir is not None:
-            _write_merged_files(_local(cfg.target_model, "target model", lock), layout.merged_dir, options,
+            _write_merged_files(local_input(cfg.target_model, "target model", lock), layout.merged_dir, options,
                                 dtype=dtype, out_dtype=out_dtype)
         for folder, kind in ((layout.adapter_dir, "adapter"), (layout.merged_dir, "merged")):
             if folder is not None:
                 _write_side_files(folder, dict(report, output_kind=kind), cfg, config_source, options)
     shutil.rmtree(work_dir, ignore_errors=True)
     return report
+
+
+def _output_bytes(cfg: FusionConfig, lock: str | Path | None) -> int:
+    """About what the output needs on disk: the adapter (as big as the anchor's) and/or the target checkpoint."""
+    files = []
+    if cfg.output in ("adapter", "both"):
+        files.append(local_input(cfg.target_adapter, "target adapter", lock) / ADAPTER_WEIGHTS_NAME)
+    if cfg.output in ("merged", "both"):
+        files.extend(checkpoint_files(local_input(cfg.target_model, "target model", lock)))
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def _write_side_files(folder: Path, report: dict, cfg: FusionConfig, config_source: str,
@@ -339,13 +258,17 @@ def _write_side_files(folder: Path, report: dict, cfg: FusionConfig, config_sour
 
 def _write_card(folder: Path) -> None:
     """The card is documentation: a failure to render it is logged, never allowed to discard a finished fusion."""
+    from hf_heterofusion.export import is_disk_full
+
     try:
         from hf_heterofusion.card import write_card
     except ImportError:  # pragma: no cover - the card module ships with the package
         return
     try:
         write_card(folder)
-    except Exception:
+    except Exception as err:
+        if is_disk_full(err):
+            raise  # the output is not finished: `staged_output` turns this into one line
         LOG.exception("could not write the model card in %s; the fusion output is complete without it", folder)
 
 
@@ -364,28 +287,6 @@ def _write_merged_files(source: Path, folder: Path, options: MergeOptions, *, dt
     for name in files:
         if (source / name).is_file():
             shutil.copy2(source / name, folder / name)
-
-
-def _local(ref: str, what: str, lock: str | Path | None) -> Path:
-    """The local folder of an input (Hub references through the pull lock, as `pipeline` resolves them)."""
-    return resolve_input(ref, what=what, lock=lock)[0]
-
-
-def _accelerator(cfg: FusionConfig, device: str | None):
-    """mergekit's default device is the CPU (`--cuda`/`--device` opt in); honour that for training too."""
-    from accelerate import Accelerator
-
-    try:
-        return Accelerator(mixed_precision=cfg.mixed_precision, cpu=(device or "cpu") == "cpu")
-    except ValueError as err:  # accelerate's process-wide state was already set up for another device
-        raise ConfigError(f"cannot train on `{device}` in this process: {err}") from None
-
-
-def _cast(tensors: dict[str, torch.Tensor], dtype: str | None) -> dict[str, torch.Tensor]:
-    if not dtype:
-        return tensors
-    target = dtype_from_name(dtype)
-    return {k: v.to(target) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 __all__ = [

@@ -1,6 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """A mergekit YAML with `merge_method: heterofusion` -> a checked job, before mergekit (or training) sees it.
 
+This module reads the file and holds the checks both modes share; `yaml_trained` builds the trained job and
+`yaml_data_free` the data-free mergekit config (both re-exported here).
+
 Trained mode (`base_model: target+anchor_adapter`) becomes a `FusionConfig`::
 
     merge_method: heterofusion
@@ -25,7 +28,6 @@ is kept as mergekit would use it; anything else is treated as a Hub id). mergeki
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,9 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from hf_heterofusion.config import PARAMETER_KEYS, FusionConfig
-from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, LOCK_NAME
-from hf_heterofusion.errors import ConfigError, IncompatibleAdaptersError
+from hf_heterofusion.config import PARAMETER_KEYS
+from hf_heterofusion.errors import ConfigError
 
 from . import METHOD_NAME
 
@@ -87,16 +88,6 @@ class MergeYaml:
         return "trained" if _model_ref(base, self, "base_model").lora is not None else "data_free"
 
 
-@dataclass(frozen=True)
-class TrainedJob:
-    """The trained mode: the fusion config plus the mergekit-level settings the export honours."""
-
-    config: FusionConfig
-    dtype: str | None
-    out_dtype: str | None
-    doc: MergeYaml
-    lock: Path | None = None  # `heterofusion.lock.json` beside the YAML (written by `hf-heterofusion pull`)
-
 
 def read_merge_yaml(path: str | Path) -> MergeYaml:
     """Read a mergekit YAML file (a mapping), with one-line errors for a missing file or bad YAML."""
@@ -114,115 +105,6 @@ def read_merge_yaml(path: str | Path) -> MergeYaml:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping (a mergekit config), got {type(data).__name__}")
     return MergeYaml(text, data, str(path), Path(os.path.abspath(path)).parent)
-
-
-# --------------------------------------------------------------------------------------------- trained mode
-
-
-def trained_job(doc: MergeYaml, *, random_seed: int | None = None, trust_remote_code: bool = False) -> TrainedJob:
-    """The `FusionConfig` of a trained-mode YAML, every key checked (see the module docstring).
-
-    Args:
-        doc (`MergeYaml`): the YAML, with `merge_method: heterofusion` and `base_model: target+anchor`.
-        random_seed (`int`, *optional*): mergekit's `--random-seed`; used as `seed` unless the YAML sets one.
-        trust_remote_code (`bool`, *optional*, defaults to `False`): mergekit's `--trust-remote-code`.
-
-    Raises:
-        `ConfigError`: unknown or unsupported keys, bad values, no sources.
-    """
-    data = doc.data
-    _check_top_level_keys(doc)
-    for key, why in UNSUPPORTED_TRAINED_KEYS.items():
-        if data.get(key) is not None:
-            raise ConfigError(f"{doc.where}: `{key}` is not supported by `merge_method: {METHOD_NAME}`: {why}")
-    base = _model_ref(data.get("base_model"), doc, "base_model")
-    if base.lora is None:  # pragma: no cover - callers route on `doc.mode`
-        raise ConfigError(f"{doc.where}: `base_model` must be `target_model+anchor_adapter` in the trained mode")
-    params = _parameters(doc, data.get("parameters"), TRAINED_KEYS, "parameters", single_values=True)
-    default_weight = params.pop("weight", 1.0)
-    sources = []
-    for i, entry in enumerate(_model_entries(doc)):
-        ref = _model_ref(entry.get("model"), doc, f"models[{i}].model")
-        local = _parameters(doc, entry.get("parameters"), SOURCE_KEYS, f"models[{i}].parameters", single_values=True)
-        if ref == base or (ref.lora is None and ref.model == base.model):
-            if local:
-                raise ConfigError(f"{doc.where}: `models[{i}]` is the base model (target and anchor adapter); "
-                                  f"it takes no per-model parameters")
-            continue
-        adapter = ref.lora if ref.lora is not None else ref.model
-        source_base = _resolve(ref.model, doc) if ref.lora is not None else None
-        if isinstance(local.get("prompts"), str):
-            local["prompts"] = _resolve_path(local["prompts"], doc)
-        sources.append({**local, "adapter": _resolve(adapter, doc), "base_model": source_base,
-                        "weight": local.get("weight", default_weight)})
-    if not sources:
-        raise ConfigError(f"{doc.where}: `models:` lists no source adapter; add `- model: source_base+adapter` "
-                          f"(or a bare adapter path) for each expert to fuse into the target")
-    mapping: dict[str, Any] = {
-        "target_model": _resolve(base.model, doc),
-        "target_adapter": _resolve(base.lora, doc),
-        "sources": sources,
-        **params,
-    }
-    if isinstance(mapping.get("replay"), str):
-        mapping["replay"] = _resolve_path(mapping["replay"], doc)
-    if "seed" not in params and random_seed is not None:
-        mapping["seed"] = random_seed
-    if trust_remote_code:
-        mapping["trust_remote_code"] = True
-    config = FusionConfig.from_mapping(mapping, where=doc.where)
-    lock = doc.base_dir / LOCK_NAME
-    return TrainedJob(config, _dtype_name(doc, "dtype"), _dtype_name(doc, "out_dtype"), doc,
-                      lock if lock.is_file() else None)
-
-
-# ------------------------------------------------------------------------------------------- data-free mode
-
-
-def data_free_configuration(doc: MergeYaml) -> tuple[MergeConfiguration, bool]:
-    """A checked `MergeConfiguration` for the data-free kernel, and whether it references LoRA adapters.
-
-    Raises:
-        `ConfigError`: unknown keys, trained-mode keys, or a bare adapter without `base_model`.
-        `IncompatibleAdaptersError`: an input whose architecture or shapes differ from the base model's.
-    """
-    data = dict(doc.data)
-    _check_top_level_keys(doc)
-    base_raw = data.get("base_model")
-    base = _model_ref(base_raw, doc, "base_model") if base_raw is not None else None
-    for where, params, per_input in _parameter_scopes(doc):
-        allowed = ("weight",) if per_input else DATA_FREE_KEYS
-        for key, value in (params or {}).items():
-            if key in PARAMETER_KEYS and key not in allowed:
-                shown = str(base.model) if base is not None else "TARGET"
-                raise ConfigError(
-                    f"{doc.where}: `{where}.{key}` is a trained-mode parameter, but `base_model` has no anchor adapter, "
-                    f"so this config runs the data-free kernel; write `base_model: {shown}+ANCHOR_ADAPTER` to train, "
-                    f"or remove `{key}`"
-                )
-            if key == "output" and value not in (None, "merged"):
-                raise ConfigError(f"{doc.where}: the data-free mode writes a merged model (`output: merged`); "
-                                  f"`output: {value}` needs the trained mode (`base_model: target+anchor_adapter`)")
-        _parameters(doc, params, allowed, where, single_values=False)
-    if base is not None:
-        data["base_model"] = _format_ref(base, doc)
-    uses_lora = base is not None and base.lora is not None
-    if data.get("models"):
-        rewritten = []
-        for i, entry in enumerate(_model_entries(doc)):
-            ref = _model_ref(entry.get("model"), doc, f"models[{i}].model")
-            if ref.lora is None and _is_adapter_dir(_resolve(ref.model, doc)):
-                if base is None:
-                    raise ConfigError(f"{doc.where}: `models[{i}]` is a LoRA adapter; the data-free mode needs "
-                                      f"`base_model` to attach it to (or write `- model: base+adapter`)")
-                ref = ref.model_copy(update={"model": base.model, "lora": ref.model})
-            uses_lora = uses_lora or ref.lora is not None
-            rewritten.append({**entry, "model": _format_ref(ref, doc)})
-        data["models"] = rewritten
-    config = _merge_configuration(doc, data)
-    if base is not None:
-        _check_same_architecture(doc, config, base)
-    return config, uses_lora
 
 
 def merge_configuration(doc: MergeYaml) -> MergeConfiguration:
@@ -386,81 +268,17 @@ def _dtype_name(doc: MergeYaml, key: str) -> str | None:
     return str(value)
 
 
-def _is_adapter_dir(path: str) -> bool:
-    return (Path(path) / ADAPTER_CONFIG_NAME).is_file()
+# The two modes live in their own modules (`yaml_trained`, `yaml_data_free`), which import the helpers above;
+# their entry points stay importable from here, resolved on first use to keep the import graph acyclic.
+_MOVED = {"TrainedJob": "yaml_trained", "trained_job": "yaml_trained", "data_free_configuration": "yaml_data_free"}
 
 
-def _local_config(path: str) -> dict | None:
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-
-def _check_same_architecture(doc: MergeYaml, config: MergeConfiguration, base: ModelReference) -> None:
-    """The data-free kernel merges same-shaped tensors: say so plainly instead of mergekit's shape errors."""
-    base_path = _resolve(base.model, doc)
-    base_cfg = _local_config(base_path)
-    if base_cfg is None:
-        return  # a Hub model: mergekit checks it when it has downloaded it
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size")
-    shapes = _checkpoint_shapes(base_path)
-    for ref in config.referenced_models():
-        model_cfg = _local_config(ref.model.path)
-        if model_cfg is not None and any(model_cfg.get(k) != base_cfg.get(k) for k in keys):
-            got = ", ".join(f"{k} {model_cfg.get(k)}" for k in keys)
-            want = ", ".join(f"{k} {base_cfg.get(k)}" for k in keys)
-            raise IncompatibleAdaptersError(
-                f"{doc.where}: the data-free mode merges inputs of the base model's architecture, but {ref.model.path} "
-                f"has {got} (base: {want}); to fuse other families write `base_model: target+anchor_adapter` and "
-                f"add a `replay` set (trained mode)"
-            )
-        if ref.lora is not None and shapes:
-            _check_adapter_fits(doc, ref.lora.path, shapes)
-
-
-def _checkpoint_shapes(model_dir: str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes from safetensors headers only (no weights read)."""
-    from safetensors import safe_open
-
-    root = Path(model_dir)
-    index = root / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    else:
-        files = ["model.safetensors"]
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name in files:
-        if not (root / name).is_file():
-            return {}
-        with safe_open(str(root / name), framework="pt") as f:
-            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
-    return shapes
-
-
-def _check_adapter_fits(doc: MergeYaml, adapter: str, shapes: dict[str, tuple[int, ...]]) -> None:
-    from safetensors import safe_open
-
-    weights = Path(adapter) / ADAPTER_WEIGHTS_NAME
-    if not weights.is_file():
-        return
-    with safe_open(str(weights), framework="pt") as f:
-        factors = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    for key, a_shape in factors.items():
-        if ".lora_A." not in key:
-            continue
-        module = key.split(".lora_A.")[0]
-        b_shape = factors.get(key.replace(".lora_A.", ".lora_B."))
-        name = module.removeprefix("base_model.model.") + ".weight"
-        if b_shape and name in shapes and shapes[name] != (b_shape[0], a_shape[1]):
-            raise IncompatibleAdaptersError(
-                f"{doc.where}: adapter {adapter} does not fit the base model: `{name}` is "
-                f"{shapes[name][0]}x{shapes[name][1]} but the adapter's update is {b_shape[0]}x{a_shape[1]}; the "
-                f"data-free mode merges adapters of the base model only (trained mode: `base_model: target+anchor`)"
-            )
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -468,9 +286,6 @@ __all__ = [
     "KERNEL_KEYS",
     "TRAINED_KEYS",
     "MergeYaml",
-    "TrainedJob",
-    "data_free_configuration",
     "merge_configuration",
     "read_merge_yaml",
-    "trained_job",
 ]

@@ -3,6 +3,7 @@ import pytest
 
 from hf_heterofusion.align import align_layers
 from hf_heterofusion.blocks import num_blocks
+from hf_heterofusion.config import FusionConfig
 
 
 def test_tail_alignment_32_vs_28_pairs_target_4_to_31_with_source_0_to_27():
@@ -21,6 +22,7 @@ def test_tail_alignment_deeper_source_skips_its_bottom_layers():
         ("head", 0.25, tuple((i, i) for i in range(7))),
         ("head", 1.0, tuple((i, i) for i in range(28))),
         ("naive", 1.0, tuple((i, i) for i in range(28))),
+        ("naive", 0.5, tuple((i, i) for i in range(14))),  # the FIRST floor(28 * 0.5) pairs, as the reference
         ("uniform", 1.0, tuple((round(i * 31 / 27), i) for i in range(28))),
     ],
 )
@@ -31,8 +33,20 @@ def test_alignment_modes(mode, ratio, expected):
 def test_transfer_ratio_keeps_at_least_one_pair():
     assert align_layers(4, 3, "tail", 0.01) == ((3, 2),)
     assert align_layers(4, 3, "head", 0.01) == ((0, 0),)
-    assert align_layers(4, 3, "naive", 0.5) == ((2, 2),)
+    assert align_layers(4, 3, "naive", 0.5) == ((0, 0),)
     assert align_layers(6, 3, "uniform", 1.0) == ((0, 0), (2, 1), (5, 2))
+
+
+@pytest.mark.parametrize(("value", "ratio"), [("3/4", 0.75), ("1", 1.0), ("1/1", 1.0), (" 1 / 2 ", 0.5), (0.25, 0.25)])
+def test_transfer_ratio_accepts_the_reference_fraction_strings(value, ratio):
+    from pydantic import TypeAdapter
+
+    from hf_heterofusion.merge_methods.heterofusion import parameter_specs
+
+    data = dict(target_model="m", target_adapter="a", sources=["s"], replay="r.jsonl", transfer_ratio=value)
+    assert FusionConfig.from_mapping(data).transfer_ratio == ratio
+    spec = next(p for p in parameter_specs() if p.name == "transfer_ratio")  # mergekit validates the same type
+    assert TypeAdapter(spec.value_type).validate_python(value) == ratio
 
 
 # (A-blocks, B-blocks) per module at b=4096, research/paper_spec.md §2.4.

@@ -37,6 +37,17 @@ parameters:
 """
 
 
+EVALUATION = {
+    "method": "greedy generation, exact match and token F1 (0-100) against the reference responses",
+    "data": "60 of 600 replay rows held out of training (10%, seed 0)",
+    "rows": 60,
+    "results": {
+        "fused": {"all": {"exact_match": 40.0, "f1": 52.5, "rows": 60}, "ner": {"exact_match": 30.0, "f1": 45.25, "rows": 30}},
+        "anchor": {"all": {"exact_match": 45.0, "f1": 60.0, "rows": 60}, "ner": {"exact_match": 60.0, "f1": 70.0, "rows": 30}},
+    },
+}  # fmt: skip
+
+
 def example_report(output_kind: str = "adapter") -> dict:
     """A fixed report in the pipeline's schema: a Hub target, one Hub source and one local source."""
     return {
@@ -102,7 +113,7 @@ def example_report(output_kind: str = "adapter") -> dict:
         "timings": {"load_s": 1.5, "fit_s": 100.25, "export_s": 2.0},
         "versions": {"hf_heterofusion": "0.1.0", "torch": "2.13.0", "transformers": "5.23.0", "peft": "0.21.2",
                      "mergekit": "0.1.5", "huggingface_hub": "2.4.0"},
-        "evaluation": {"ner_f1": 71.38, "re_f1": 64.2} if output_kind == "adapter" else None,
+        "evaluation": EVALUATION if output_kind == "adapter" else None,
     }  # fmt: skip
 
 
@@ -161,7 +172,19 @@ def test_card_body_names_pins_alignment_and_yaml(tmp_path: Path) -> None:
     assert CONFIG_YAML.rstrip() in text
     assert "PeftModel.from_pretrained" in text and "hf download" in text
     assert "@article{chen2026heterofusion" in text
-    assert "| ner_f1 | 71.38 |" in text
+    assert "| ner | 30 | 45.25 | 30 | 70 | 60 |" in text
+    assert "F1 52.5 against 60.0 for the anchor adapter alone: worse than the anchor." in text
+    assert "keeps the anchor adapter's task and gains" not in text  # no claim the scores contradict
+
+
+def test_card_says_plainly_when_not_evaluated_and_shows_flat_scores(tmp_path: Path) -> None:
+    report = example_report()
+    report["evaluation"] = None
+    text = render_card(write_output(tmp_path / "none", report))
+    assert "This adapter was not evaluated" in text and "Not evaluated." in text
+    report["evaluation"] = {"ner_f1": 71.38, "re_f1": 64.2}  # benchmark / demo style: task -> score
+    text = render_card(write_output(tmp_path / "flat", report))
+    assert "| ner_f1 | 71.38 |" in text and "Measured scores are in the Evaluation section." in text
 
 
 def test_render_is_pure_and_write_card_draws_pictures(tmp_path: Path) -> None:

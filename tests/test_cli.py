@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from hf_heterofusion import __version__
@@ -27,6 +28,9 @@ def test_fuse_command_with_set_override(make_config, tmp_path, capsys):
     assert "fused adapter written to" in capsys.readouterr().out
 
 
+# The demo's preset (demo.py: E=64 on 250 K-parameter models) makes transfer nets 3.5x the target: the size
+# warning is true there, and shown (one line) rather than turned into a test error.
+@pytest.mark.filterwarnings("always::hf_heterofusion.sizing.HypernetSizeWarning")
 def test_demo_quick_runs_end_to_end_and_prints_measured_scores(tmp_path, capsys):
     assert main(["demo", "--quick", "--out-dir", str(tmp_path / "demo")]) == 0
     printed = capsys.readouterr().out

@@ -163,13 +163,13 @@ CASES = [
          "{cfg}: `layer_alignment` must be 'tail', 'head', 'uniform' or 'naive' (got 'tial'); the default is 'tail'"),
     Case("block-size-zero", _set(block_size=0),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 0); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("block-size-too-large", _set(block_size=70000),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 70000); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("block-size-not-a-number", _set(block_size="big"),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 'big'); "
-         "the default is 4096"),
+         "the default is 'auto'"),
     Case("lr-zero", _set(lr=0), "{cfg}: `lr` must be greater than 0 (got 0); the default is 5e-05"),
     Case("lr-too-large", _set(lr=2.0), "{cfg}: `lr` must be less than or equal to 1 (got 2.0); the default is 5e-05"),
     Case("alpha-init-zero", _set(alpha_init=0),
@@ -180,6 +180,14 @@ CASES = [
          "{cfg}: `transfer_ratio` must be greater than 0 (got 0); the default is 1.0"),
     Case("transfer-ratio-above-one", _set(transfer_ratio=1.5),
          "{cfg}: `transfer_ratio` must be less than or equal to 1 (got 1.5); the default is 1.0"),
+    Case("transfer-ratio-bad-fraction", _set(transfer_ratio="3/x"),
+         "{cfg}: `transfer_ratio` must be a number or a fraction `a/b` of two numbers, such as `3/4` (got '3/x'); "
+         "the default is 1.0"),
+    Case("transfer-ratio-fraction-by-zero", _set(transfer_ratio="1/0"),
+         "{cfg}: `transfer_ratio` must be a number or a fraction `a/b` of two numbers, such as `3/4` (got '1/0'); "
+         "the default is 1.0"),
+    Case("transfer-ratio-fraction-above-one", _set(transfer_ratio="5/4"),
+         "{cfg}: `transfer_ratio` must be less than or equal to 1 (got 1.25); the default is 1.0"),
     Case("embed-dim-not-multiple-of-heads", _set(embed_dim=30),
          "{cfg}: `embed_dim` (30) must be a multiple of `num_heads` (4); change one of them"),
     Case("replay-required", lambda env: (env.data.pop("replay"), env.data.pop("max_steps")),
@@ -204,6 +212,9 @@ CASES = [
     Case("model-weights-corrupt", lambda env: (env.model() / "model.safetensors").write_bytes(b"\xff" * 64),
          "target model weights {inputs}/llama-model/model.safetensors are corrupt or truncated (<…>); re-download "
          "or re-save the model"),
+    Case("model-weights-truncated", lambda env: _truncate(env.model() / "model.safetensors"),
+         "target model weights {inputs}/llama-model/model.safetensors are corrupt or truncated (the file is shorter "
+         "than its header says); re-download or re-save the model"),
     Case("model-pickle-weights", lambda env: _to_pickle(env.model(), "model"),
          "target model {inputs}/llama-model has only pickle weights (pytorch_model.bin), and loading pickles can run "
          "arbitrary code; convert them to safetensors, or set `allow_pickle: true` if you trust their author"),

@@ -4,24 +4,26 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from hf_heterofusion.errors import AdapterNotFoundError, ConfigError
 from hf_heterofusion.experts import (
     TRAINING_LOG_NAME,
+    _fit,
     evaluate,
     generate_answers,
     load_model,
-    lr_at,
     train_base_lm,
     train_lora_expert,
 )
 from hf_heterofusion.replay import examples_from_rows
 from hf_heterofusion.synthetic import get_task, make_corpus, make_splits
-from hf_heterofusion.testing.factories import LLAMA_STYLE_MODULES
+from hf_heterofusion.testing.families import LLAMA_STYLE_MODULES
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +117,21 @@ def test_argument_errors(llama_target, task_rows, tmp_path):
 
 
 def test_lr_schedule():
-    assert [round(lr_at(s, 20, 1.0), 3) for s in (0, 1)] == [1.0, 1.0]  # 5 % of 20 steps = 1 warmup step
-    assert lr_at(0, 100, 1.0) == pytest.approx(0.2) and lr_at(4, 100, 1.0) == pytest.approx(1.0)
-    assert lr_at(99, 100, 1.0) < 0.01
+    """Experts use `schedule.py` with `first_step` warmup: 5 % of 20 steps = 1 warmup step at lr/2, then cosine."""
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return SimpleNamespace(loss=(self.w * x).square().sum())
+
+    seen = []
+    hook = register_optimizer_step_pre_hook(lambda opt, args, kwargs: seen.append(opt.param_groups[0]["lr"]))
+    try:
+        _fit(Quadratic(), iter([{"x": torch.ones(2)}] * 20), steps=20, lr=1.0, weight_decay=0.0, desc="t")
+    finally:
+        hook.remove()
+    assert seen[:2] == [0.5, 1.0] and seen[-1] < 0.01
+    assert all(a >= b for a, b in zip(seen[1:], seen[2:]))

@@ -207,13 +207,13 @@ def test_corrupt_cached_file_is_fetched_again(
     published: dict[str, str], hub_env: HubEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
     entry = pull(["alice/tiny-anchor"]).entries["alice/tiny-anchor"]
-    weights = Path(entry.local_path) / "adapter_model.safetensors"
+    weights = entry.folder() / "adapter_model.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(bytes(len(good)))  # same size: only the sha256 check can notice
     with caplog.at_level(logging.WARNING, logger="hf_heterofusion.hub"):
         again = pull("alice/tiny-anchor").entries["alice/tiny-anchor"]  # one reference as a plain string
     assert "re-downloading adapter_model.safetensors" in caplog.text
-    assert (Path(again.local_path) / "adapter_model.safetensors").read_bytes() == good
+    assert (again.folder() / "adapter_model.safetensors").read_bytes() == good
 
 
 @pytest.mark.hub
@@ -251,8 +251,11 @@ def test_push_private_then_hf_download(published: dict[str, str], hub_env: HubEn
     dest.mkdir()
     result = _hf(dict(os.environ), "download", "alice/fused-private", "--local-dir", str(dest))
     assert result.returncode == 0, result.stderr
-    for name in ("adapter_config.json", "adapter_model.safetensors", "fusion_report.json", "README.md"):
+    for name in ("adapter_model.safetensors", "fusion_report.json", "README.md"):
         assert (dest / name).read_bytes() == (out / name).read_bytes()
+    # The uploaded adapter config names the target base by its Hub id (the local file is left as it was).
+    uploaded = json.loads((dest / "adapter_config.json").read_text())
+    assert uploaded == {**json.loads((out / "adapter_config.json").read_text()), "base_model_name_or_path": "alice/tiny-base"}
     anonymous = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
     assert _hf(anonymous, "download", "alice/fused-private", "--local-dir", str(tmp_path / "anon")).returncode != 0
 

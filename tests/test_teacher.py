@@ -81,6 +81,9 @@ def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, t
     assert len(stats["samples"]) == 3
     # the fused model trained on the replay's labelled rows plus the teacher's
     assert first.report["training"]["replay_examples"] == 5 + len(rows)
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "## Teacher stage" in card and f"| qwen | {cfg.sources[0].base_model} | 6 | 1 | " in card
+    assert card.count("(given, log-prob") + card.count("(replay, log-prob") + card.count("(synthesized, log") == 3
 
     second = fuse(cfg, tmp_path / "b", show_progress=False)
     assert teacher_mod.LOADS["count"] == 1, "a rerun must not load any teacher"
@@ -237,3 +240,12 @@ def test_accelerate_two_process_labelling_equals_one_process(teach_config, tmp_p
     assert outputs[1] == outputs[2] and len(outputs[1]) >= 8
     # both processes wrote their own batches to the cache
     assert len(list((tmp_path / "cache2" / "teacher").glob("*/part-1.jsonl"))) == 1
+
+
+def test_check_lists_the_teaching_sources_prompts_and_an_estimate(teach_config, tmp_path, capsys):
+    cfg_path = _write_yaml(tmp_path / "cfg.yml", teach_config().model_dump(mode="json"))
+    assert main(["check", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher stage (`teacher: sources`; greedy, batches of 4, at most 6 new tokens)" in out
+    assert "source 0 `qwen` teaches from" in out and "6 given prompts, 1 tagged in the replay, 3 to synthesize" in out
+    assert "10 rows to label" in out and "labelling in all ~" in out

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "jobs, where threads spin-wait on each other)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the grid's, 3)")
     p.add_argument("--skip-perf", action="store_true", help="skip the performance section")
+    p.add_argument("--perf", action="store_true", help="only the performance section, printed (grid `reduced`)")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD", help="run only these methods")
     p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES, metavar="REGIME",
                    help=f"run only these regimes ({', '.join(REGIMES)}; default all)")
@@ -74,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
+    if args.perf:  # the performance section alone (bench/perf_cli.py)
+        from .perf_cli import run_perf_only
+
+        run_perf_only(grid_name=args.grid or ("quick" if args.quick else "reduced"), out=args.out, cache=args.cache,
+                      threads=args.threads)
+        return 0
     run_suite(grid_name=args.grid or ("quick" if args.quick else "full"), out=args.out, cache=args.cache,
               threads=args.threads, seeds=args.seeds, perf=not args.skip_perf, only=args.only,
               regimes=args.regimes, loso=not args.no_loso,

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Baselines that move source LoRA experts onto the target without training (plus the placebo sources).
 
-All of them start from the same topology alignment HeteroFusion uses (paper §2.1): `align.align_layers` pairs
-target and source layers (tail by default) and role units (`adapters.LoraModule`) pair q with q, k with k, ...
+All of them start from the same topology alignment HeteroFusion uses (paper §2.1): `align.plan_alignment` pairs
+target and source layers (tail by default, `transfer_ratio` honoured) and `align.match_modules` pairs role units
+(`adapters.LoraModule`) q with q, k with k, ...
 Inside a pair, the source factors are cropped or zero-padded to the target's widths: `A_k (r x d_in_k)` keeps
 or pads columns to `d_in_T`, `B_k (d_out_k x r)` rows to `d_out_T`. That is all a weight-space method can do
 across families, and it is why they fail: row `i` of a Gemma projection has nothing to do with row `i` of a
@@ -26,8 +27,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from hf_heterofusion.adapters import LoraAdapter, load_adapter
-from hf_heterofusion.align import align_layers
+from hf_heterofusion.adapters import PEFT_PREFIX, LoraAdapter, load_adapter
+from hf_heterofusion.align import match_modules, plan_alignment
 from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from hf_heterofusion.rank import refactor_rank
 
@@ -54,24 +55,25 @@ def fit_rows(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(n - x.shape[0], *x.shape[1:])])
 
 
-def align_units(target: LoraAdapter, sources: Sequence[LoraAdapter], mode: str = "tail") -> list[AlignedUnit]:
-    """Every target role unit with its aligned source units (sources re-factored to the target rank first)."""
+def align_units(target: LoraAdapter, sources: Sequence[LoraAdapter], mode: str = "tail",
+                ratio: float = 1.0) -> list[AlignedUnit]:
+    """Every target role unit with its aligned source units (sources re-factored to the target rank first).
+
+    Units that no source reaches are kept with no sources: the merge still adds the anchor's own delta there.
+    """
     sources = [refactor_rank(s, target.rank)[0] for s in sources]
-    lookups = [{(m.layer, m.role): m for m in s.modules} for s in sources]
-    layer_maps = [dict(align_layers(target.num_layers, s.num_layers, mode)) for s in sources]
+    plan = plan_alignment(target, sources, mode, ratio)
+    groups = match_modules(target, sources, plan).values()
+    matched = {(m.target.module, m.target.role): m.sources for group in groups for m in group}
     units = []
     for unit in target.modules:
-        matched = []
-        for layer_map, lookup in zip(layer_maps, lookups):
-            s_layer = layer_map.get(unit.layer)
-            src = lookup.get((s_layer, unit.role)) if s_layer is not None else None
-            if src is None:
-                continue
+        fitted = []
+        for _, src in matched.get((unit.module, unit.role), ()):
             a = fit_rows(src.A.T, unit.A.shape[1]).T  # (r, d_in_T)
             b = fit_rows(src.B, unit.B.shape[0])  # (d_out_T, r)
-            matched.append((a.contiguous(), b.contiguous(), src.scale))
-        weight = unit.module.removeprefix("base_model.model.") + ".weight"
-        units.append(AlignedUnit(weight, unit.rows, unit.A, unit.B, unit.scale, tuple(matched)))
+            fitted.append((a.contiguous(), b.contiguous(), src.scale))
+        weight = unit.module.removeprefix(PEFT_PREFIX) + ".weight"
+        units.append(AlignedUnit(weight, unit.rows, unit.A, unit.B, unit.scale, tuple(fitted)))
     return units
 
 
@@ -129,5 +131,6 @@ def make_placebo(adapter_dir: Path, out_dir: Path, seed: int) -> Path:
     return out_dir
 
 
-def load_aligned(target_adapter: Path, source_adapters: Sequence[Path], mode: str = "tail") -> list[AlignedUnit]:
-    return align_units(load_adapter(target_adapter), [load_adapter(p) for p in source_adapters], mode)
+def load_aligned(target_adapter: Path, source_adapters: Sequence[Path], mode: str = "tail",
+                 ratio: float = 1.0) -> list[AlignedUnit]:
+    return align_units(load_adapter(target_adapter), [load_adapter(p) for p in source_adapters], mode, ratio)

@@ -42,7 +42,7 @@ RESULT_TAG = "PERF_RESULT "
 # --------------------------------------------------------------------------------------------- orchestration
 
 
-def run_perf(bench) -> dict[str, Any]:
+def run_perf(bench, *, scaling: bool = True) -> dict[str, Any]:
     """All performance measurements of a benchmark run (see the module docstring)."""
     g = bench.grid
     work = bench.out / "work" / "perf"
@@ -58,35 +58,48 @@ def run_perf(bench) -> dict[str, Any]:
     base = {"threads": threads, "target": str(bench.target_dir), "anchor": str(bench.anchor), "replay": str(replay),
             "max_length": g.max_length, "accumulation": g.accumulation, "in_process": g.name == "quick"}
     sources = [str(p) for p in bench.sources("single")]
-    perf: dict[str, Any] = {"note": f"{g.perf_examples} replay examples, one epoch, micro-batch 1, torch threads "
-                                    f"{threads}; times exclude model loading; peak RSS is the whole subprocess."}
+    perf: dict[str, Any] = {"note": f"{g.perf_examples} replay examples, {len(sources)} sources, one epoch, torch "
+                                    f"threads {threads}; times exclude model loading; peak RSS is the whole "
+                                    f"subprocess. Defaults: `amortize_nets` on."}
 
-    sft = _job({**base, "kind": "sft"})
-    fit_rows = [{"label": "LoRA SFT of the anchor (batch 1)", **sft, "ratio_to_sft": 1.0}]
-    for e in g.perf_embed_dims:
-        for amortize in (False, True):
-            r = _job({**base, "kind": "fit", "sources": sources, "embed_dim": e, "amortize": amortize,
-                      "grid": _grid_fields(g)})
-            label = f"HeteroFusion E={e}, amortize_nets={'on' if amortize else 'off'}"
-            fit_rows.append({"label": label, **r, "ratio_to_sft": r["seconds_per_example"] / sft["seconds_per_example"]})
+    fit_rows = []
+    for batch, accumulation in ((1, g.accumulation), (8, 1)):  # the reference's 1 x 8, and micro-batches of 8
+        sft = _job({**base, "kind": "sft", "batch_size": batch})
+        fit_rows.append({"label": f"LoRA SFT of the anchor (batch {batch})", **sft, "ratio_to_sft": 1.0,
+                         "rss_to_sft": 1.0})
+        for e in g.perf_embed_dims:
+            for amortize in ((True, False) if batch == 1 else (True,)):
+                r = _job({**base, "kind": "fit", "sources": sources, "embed_dim": e, "amortize": amortize,
+                          "batch_size": batch, "accumulation": accumulation, "grid": _grid_fields(g)})
+                label = (f"HeteroFusion E={e}, batch {batch} x {accumulation}, amortize_nets="
+                         f"{'on (default)' if amortize else 'off (reference)'}")
+                fit_rows.append({"label": label, **r,
+                                 "ratio_to_sft": r["seconds_per_example"] / sft["seconds_per_example"],
+                                 "rss_to_sft": r["peak_rss_mb"] / sft["peak_rss_mb"]})
     perf["fit_vs_sft"] = fit_rows
 
     fused = _some_fused_adapter(bench)
     export = []
-    for kind, label in (("export_peft", "PEFT merge_and_unload + save_pretrained (fp32)"),
-                        ("export_mergekit", "mergekit `linear` via run_merge (fp32)")):
+    for kind, label in (("export_heterofusion", "HeteroFusion merged export (planner fold + save, fit excluded)"),
+                        ("export_mergekit", "mergekit `linear` via run_merge (fp32)"),
+                        ("export_peft", "PEFT merge_and_unload + save_pretrained (fp32)")):
         try:
             export.append({"label": label, **_job({**base, "kind": kind, "adapter": str(fused),
-                                                    "out": str(work / kind)})})
+                                                    "source": sources[0], "out": str(work / kind)})})
         except RuntimeError as err:  # report, do not lose the rest of the run
             export.append({"label": f"{label}: FAILED ({str(err).splitlines()[-1][:120]})", "seconds": float("nan"),
                            "peak_rss_mb": float("nan")})
         shutil.rmtree(work / kind, ignore_errors=True)
     perf["export"] = export
+    from .perf_target import run_target_memory, teacher_throughput
+
+    perf["teacher"] = teacher_throughput(bench, sources)
+    perf["target_memory"] = run_target_memory(bench, work, _job, base)
     perf["hypernet_parameters"] = hypernet_table(g, bench.results.get("block_size_resolved") or 1024,
                                                  len(sources), roles=len(ALL_PROJECTIONS))
-    perf["scaling"] = _job({**base, "kind": "scaling", "source_base": str(bench.source_dir),
-                            "work": str(work / "scaling"), "grid": _grid_fields(g)})["points"]
+    if scaling:
+        perf["scaling"] = _job({**base, "kind": "scaling", "source_base": str(bench.source_dir),
+                                "work": str(work / "scaling"), "grid": _grid_fields(g)})["points"]
     return perf
 
 
@@ -138,11 +151,12 @@ def _job(job: dict) -> dict:
         except Exception as err:  # same contract as a failed subprocess
             raise RuntimeError(f"perf job {job['kind']} failed: {type(err).__name__}: {err}") from err
     env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), TOKENIZERS_PARALLELISM="false")
+    started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "hf_heterofusion.bench.perf", json.dumps(job)],
                           capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+        if line.startswith(RESULT_TAG):  # + the whole process's wall time, start-up and imports included
+            return {**json.loads(line[len(RESULT_TAG):]), "process_seconds": time.perf_counter() - started}
     raise RuntimeError(f"perf job {job['kind']} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
 
 
@@ -162,9 +176,10 @@ def _fusion_cfg(job: dict, *, sources: list[str], anchor: str, embed_dim: int, a
         target_model=job["target"], target_adapter=anchor, sources=sources, replay=job["replay"],
         block_size=block_size if block_size is not None else g["block_size"], embed_dim=embed_dim,
         num_heads=g["num_heads"], max_position_embeddings=g["max_positions"], num_projections=g["num_projections"],
-        lr=g["lr"], epochs=1, batch_size=1, gradient_accumulation_steps=job["accumulation"],
+        lr=g["lr"], epochs=1, batch_size=job.get("batch_size", 1), gradient_accumulation_steps=job["accumulation"],
         max_length=job["max_length"], seed=0, checkpoint_every=0, amortize_nets=amortize,
         max_steps=None if examples is None else math.ceil(examples / job["accumulation"]),
+        torch_dtype=job.get("torch_dtype"),
     )
 
 
@@ -187,8 +202,10 @@ def job_sft(job: dict) -> dict:
     experts._fit = timed_fit  # restored below: the quick grid runs jobs in the benchmark's own process
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            experts.train_lora_expert(job["target"], rows, Path(tmp) / "sft", init_adapter=job["anchor"], steps=len(rows),
-                                      epochs=None, batch_size=1, max_length=job["max_length"], seed=0)
+            batch = job.get("batch_size", 1)
+            experts.train_lora_expert(job["target"], rows, Path(tmp) / "sft", init_adapter=job["anchor"],
+                                      steps=math.ceil(len(rows) / batch), epochs=None, batch_size=batch,
+                                      max_length=job["max_length"], seed=0)
     finally:
         experts._fit = inner
     train_s = loop_seconds[0]
@@ -218,6 +235,42 @@ def job_export_peft(job: dict) -> dict:
     tokenizer.save_pretrained(job["out"])
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "size_mb": _folder_mb(Path(job["out"]))}
+
+
+def job_export_heterofusion(job: dict) -> dict:
+    """The trained mode's merged export through the planner (`max_steps: 0`); the fit task's own time is excluded.
+
+    Both export jobs run in fresh interpreters, and both count their imports' first use inside the timed call.
+    """
+    from mergekit.options import MergeOptions
+
+    from hf_heterofusion.config import FusionConfig
+    from hf_heterofusion.merge_methods.planner import run_trained_merge
+
+    cfg = FusionConfig(target_model=job["target"], target_adapter=job["adapter"], sources=[job["source"]],
+                       max_steps=0, output="merged", block_size="auto", embed_dim=256)
+    from hf_heterofusion.merge_methods import planner
+
+    options = MergeOptions(copy_tokenizer=True, quiet=True, write_model_card=False)
+    side, write_side = [], planner._write_side_files
+
+    def timed_side_files(*args: Any, **kwargs: Any) -> None:  # report, configs, loss plot: what `linear` lacks
+        t = time.perf_counter()
+        try:
+            write_side(*args, **kwargs)
+        finally:
+            side.append(time.perf_counter() - t)
+
+    planner._write_side_files = timed_side_files  # restored below (the quick grid runs jobs in-process)
+    try:
+        t0 = time.perf_counter()
+        report = run_trained_merge(cfg, job["out"], options=options, config_source="perf", dtype="float32")
+        total = time.perf_counter() - t0
+    finally:
+        planner._write_side_files = write_side
+    fit_s = report["timings"]["load_s"] + report["timings"]["fit_s"]
+    return {"seconds": total - fit_s, "total_seconds": total, "fit_task_seconds": fit_s,
+            "side_files_seconds": sum(side), "peak_rss_mb": _peak_rss_mb(), "size_mb": _folder_mb(Path(job["out"]))}
 
 
 def job_export_mergekit(job: dict) -> dict:
@@ -298,8 +351,14 @@ def _folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
+def _target_memory_job(job: dict) -> dict:
+    from .perf_target import job_target_memory
+
+    return job_target_memory(job)
+
+
 JOBS = {"sft": job_sft, "fit": job_fit, "export_peft": job_export_peft, "export_mergekit": job_export_mergekit,
-        "scaling": job_scaling}
+        "export_heterofusion": job_export_heterofusion, "scaling": job_scaling, "target_memory": _target_memory_job}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -204,15 +204,21 @@ def _loso(results: dict) -> list[str]:
              f" lr {_lr(loso['lr'])}, seed {loso['seed']})", "",
              f"Full pool average {loso['full_avg']:.1f}. Drop = full minus refit without that source; ablation = the "
              "fusion report's held-out loss change with the source masked (no retraining), where present.", ""]
-    rows = [[k, f"{v['avg']:.1f}", f"{v['drop']:+.1f}", f"{v['task_drop']:+.1f}",
-             f"{v['ablation']:.4f}" if v.get("ablation") is not None else "-"] for k, v in loso["per_source"].items()]
-    lines += _table(["source left out", "avg without it", "drop (avg)", "drop on its task", "report ablation"], rows)
+    def num(v: Any) -> str:
+        return f"{v:+.4f}" if v is not None else "-"
+
+    rows = [[k, f"{v['avg']:.1f}", f"{v['drop']:+.1f}", f"{v['task_drop']:+.1f}", num(v.get("ablation")),
+             num(v.get("task_ablation"))] for k, v in loso["per_source"].items()]
+    lines += _table(["source left out", "avg without it", "drop (avg)", "drop on its task",
+                     "report: mean loss rise", "report: loss rise on its task"], rows)
     agree = loso.get("agreement") or {}
     rho = agree.get("spearman_drop_vs_ablation")
     if rho is not None:
-        lines += ["", f"Spearman rank correlation, refit drop vs report ablation: {rho:+.2f} (on its own task: "
-                      f"{agree.get('spearman_task_drop_vs_ablation') or 0:+.2f}), over {len(agree['with_ablation'])} "
-                      "sources."]
+        own = agree.get("spearman_task_drop_vs_task_ablation")
+        lines += ["", f"Spearman rank correlation over {len(agree['with_ablation'])} sources, refit drop (average) vs "
+                      f"report mean loss rise: {rho:+.2f}"
+                      + (f"; drop on the source's own task vs loss rise on that task: {own:+.2f}" if own is not None
+                         else "") + "."]
     else:
         lines += ["", "The fusion report of this checkout has no per-source ablation: no rank comparison."]
     return lines + [""]

@@ -268,7 +268,7 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
                 placebos.append(spec.model_copy(update={"adapter": str(path)}))
             cfg = cfg.model_copy(update={"sources": tuple(placebos)})
         out = _work_dir(bench, regime, method, lr, seed, tag=f"_minus_{drop_source}" if drop_source else "")
-        result = fuse(cfg, out, overwrite=True, show_progress=False)
+        result = fuse(cfg, out, overwrite=True, show_progress=False, **_held_out(bench))
         report = result.report
         if method in TEACHER_METHODS and not (out / "teacher_replay.jsonl").is_file():
             raise RuntimeError(f"{method}: the pipeline wrote no teacher_replay.jsonl; is the teacher stage on?")
@@ -290,6 +290,21 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
         return record
 
     return run
+
+
+def _held_out(bench: Bench) -> dict:
+    """The dev rows as `fuse(held_out=...)`: where the fusion report measures its per-source ablation (never
+    trained on; the lr choice reads the same rows' scores, not their losses). Empty where `fuse` has no such
+    parameter."""
+    import inspect
+
+    from hf_heterofusion.pipeline import fuse
+    from hf_heterofusion.replay import ReplayExample
+
+    if "held_out" not in inspect.signature(fuse).parameters:
+        return {}
+    return {"held_out": [ReplayExample(r["prompt"], r["response"], task=r["task"])
+                         for t in bench.grid.tasks for r in bench.splits[t].dev]}
 
 
 def _num(value: Any) -> float | None:

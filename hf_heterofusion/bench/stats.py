@@ -128,6 +128,8 @@ def loso_agreement(loso: dict) -> dict:
     if len(names) >= 2:
         result["spearman_drop_vs_ablation"] = spearman([per[k]["drop"] for k in names],
                                                        [per[k]["ablation"] for k in names])
-        result["spearman_task_drop_vs_ablation"] = spearman([per[k]["task_drop"] for k in names],
-                                                            [per[k]["ablation"] for k in names])
+    tasks = [k for k, v in per.items() if v.get("task_ablation") is not None]
+    if len(tasks) >= 2:
+        result["spearman_task_drop_vs_task_ablation"] = spearman([per[k]["task_drop"] for k in tasks],
+                                                                 [per[k]["task_ablation"] for k in tasks])
     return result

@@ -233,31 +233,42 @@ def run_loso(bench: Bench, on_result: Callable[[], None] | None = None) -> None:
             "avg": record["avg"], "task_score": record["scores"][task], "drop": full["avg"] - record["avg"],
             "task_drop": full["scores"][task] - record["scores"][task],
             "ablation": ablation_value(ablation[i] if i < len(ablation) else None),
+            "task_ablation": ablation_value(ablation[i] if i < len(ablation) else None, task),
         }
         if on_result is not None:
             on_result()
 
 
-def ablation_value(value: Any) -> float | None:
-    """One number from the fusion report's per-source ablation, whatever its shape.
+def ablation_value(value: Any, task: str | None = None) -> float | None:
+    """One number from the fusion report's per-source ablation (`report["sources"][k]["ablation"]`), read
+    defensively: larger = the fusion relies more on that source.
 
-    The report gives the held-out loss change when the source is masked: a number, or a mapping (per task, or
-    with a total under `delta` / `loss_increase` / `mean` / `total`), possibly nested; larger = more important.
+    The report gives `{"delta_loss": {task: loss without k - loss with all}, "mean_delta_loss": x, ...}`; with
+    `task`, that task's delta; else the mean delta. A bare number, or a mapping with `delta` / `loss_increase` /
+    `mean`, is read as the delta too; anything else (None, a note) is None.
     """
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    if isinstance(value, dict):
-        for key in ("delta", "loss_increase", "delta_loss", "mean", "total", "avg"):
-            if isinstance(value.get(key), (int, float)) and not isinstance(value.get(key), bool):
-                return float(value[key])
-        numbers = [v for v in (ablation_value(x) for x in value.values()) if v is not None]
-        return statistics.fmean(numbers) if numbers else None
-    if isinstance(value, (list, tuple)):
-        numbers = [v for v in (ablation_value(x) for x in value) if v is not None]
-        return statistics.fmean(numbers) if numbers else None
+    if not isinstance(value, dict):
+        return None
+    per_task = value.get("delta_loss")
+    if isinstance(per_task, dict):
+        if task is not None and _is_number(per_task.get(task)):
+            return float(per_task[task])
+        numbers = [float(v) for v in per_task.values() if _is_number(v)]
+        if task is None and _is_number(value.get("mean_delta_loss")):
+            return float(value["mean_delta_loss"])
+        return statistics.fmean(numbers) if numbers and task is None else None
+    for key in ("mean_delta_loss", "delta", "loss_increase", "mean"):
+        if _is_number(value.get(key)):
+            return float(value[key])
     return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _mean(values) -> float:
