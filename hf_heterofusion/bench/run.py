@@ -22,7 +22,6 @@ caches them.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -319,9 +318,3 @@ RUNNERS: dict[str, Callable[..., dict]] = {
                                       "hf_teacher_placebo")},
 }
 
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
