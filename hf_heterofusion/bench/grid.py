@@ -1,5 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The benchmark grids: which models, tasks, sizes, seeds and fusion presets one run uses.
+"""The benchmark grids: which models, tasks, regimes, sizes, seeds, learning-rate sweeps and presets a run uses.
+
+Regimes (benchmark v2, issue 11), all on the same experts and test prompts:
+
+* `paper`: labelled replay rows for every task (the paper's setting);
+* `few_labels`: the anchor's task labelled (`n_replay` rows), at most `n_labels` labelled rows per source task,
+  plus `n_prompts` unlabeled prompts per source task (what a teacher can label);
+* `seeds_only`: the same labelled rows and nothing else; a teacher makes its prompts with `synthesize: n_synth`;
+* `noisy`: `few_labels` plus the task-irrelevant experts of `noise` in the source pool.
+
+Every trained method runs for the same `steps` optimiser steps (batch 1 x `accumulation`) and picks its learning
+rate from its sweep (`sft_lrs` for methods that train the anchor adapter, `fusion_lrs` for the transfer nets) by
+the average score on a dev split (`n_dev` rows per task, disjoint from train, replay, prompts and test).
 
 `FULL` is the issue's ask (300 replay examples per task, paper fusion config with E=1024, three epochs); it needs
 a GPU or a long night. `REDUCED` is what fits on a shared 2-core CPU in a few hours; `QUICK` runs the same code
@@ -18,6 +30,7 @@ DEFAULT_TASKS = ("ner_person", "ner_location", "relation_works_for", "relation_l
 # Task-irrelevant experts of the noisy pool: one unrelated task and three label-shuffled ones (same format, no
 # signal), the kind of expert a practitioner pulls by mistake from a Hub search.
 DEFAULT_NOISE = ("task:topic", "shuffled:ner_person", "shuffled:relation_lives_in", "shuffled:sentiment")
+REGIMES = ("paper", "few_labels", "seeds_only", "noisy")
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -43,11 +56,26 @@ class Grid:
     expert_batch: int = 8
     expert_lr: float = 1e-3
     max_length: int = 128
+    # Regimes (see the module docstring)
+    regimes: tuple[str, ...] = REGIMES
+    n_dev: int = 50  # dev rows per task, for the learning-rate choice only
+    n_labels: int = 4  # labelled rows per source task in few_labels / seeds_only / noisy
+    n_prompts: int = 48  # unlabeled prompts per source task in few_labels / noisy
+    n_synth: int = 48  # prompts a teacher synthesizes per source task in seeds_only
+    teacher_max_new_tokens: int = 24  # the synthetic answers are short
+    teacher_batch_size: int = 8
     # Methods
     seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 3  # fusion epochs (paper 3); the SFT control gets the same optimiser steps
+    epochs: int = 3  # paper epochs over the paper regime's replay set: this fixes `steps` when it is None
+    steps: int | None = None  # optimiser steps of every trained method in every regime (None: from `epochs`)
     accumulation: int = 8  # paper: batch 1 x accumulation 8
-    sft_lr: float = 1e-3
+    sft_lr: float = 1e-3  # the v1 SFT learning rate (the performance section still uses it)
+    sft_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # sweep of methods that train the anchor adapter itself
+    fusion_lrs: tuple[float, ...] = (5e-5, 2.5e-4, 1e-3)  # sweep of the transfer nets (paper: 5e-5)
+    sweep_extend: int = 2  # extra lrs tried outwards while the best one is at an edge of the sweep
+    tune_placebos: bool = True  # placebo controls get their own sweep (else: the lr of the method they control)
+    improved_regimes: tuple[str, ...] = ("paper", "few_labels")  # where the improved preset is run too
+    loso_regime: str | None = "few_labels"  # where the leave-one-source-out refit runs (None: nowhere)
     embed_dim: int = 1024  # E of the faithful preset (paper 1024)
     num_heads: int = 8
     num_projections: int = 2048
@@ -80,12 +108,22 @@ FULL = Grid(name="full", target="smollm2", source="gemma3")
 
 REDUCED = FULL.with_(
     name="reduced", n_train=240, n_replay=16, n_test=32, expert_steps=30, noise_steps=15, epochs=2, embed_dim=256,
-    num_projections=512, perf_examples=16, scaling_examples=8,
+    num_projections=512, perf_examples=16, scaling_examples=8, n_dev=16, tune_placebos=False, accumulation=4,
+    steps=24,
+    improved_regimes=("paper",),
     reductions=(
+        "regimes: 16 labelled anchor-task rows, 4 labelled rows per source task, 48 unlabeled prompts (few_labels, "
+        "noisy) or 48 synthesized prompts (seeds_only) per source task; dev split 16 rows per task",
+        "learning rates: each sweep (3 values) runs on seed 0 only; seeds 1 and 2 run at the chosen lr; the "
+        "placebo controls use the lr chosen for the method they control (same hyper-parameters, other content)",
+        "improved preset only in the paper regime (elsewhere it would only repeat the faithful runs' story)",
         "replay set: 16 examples per task (96 in all) instead of 150-300: every replay example costs a forward and "
         "backward pass of the target plus (amortize off) a transfer-net pass, ~2 s per example per epoch for the "
         "faithful preset on one CPU core, and the grid has 18 fusion runs",
-        "fusion and the SFT control: 2 epochs instead of 3 (24 optimiser steps of batch 1 x accumulation 8)",
+        "every trained method: 24 optimiser steps of batch 1 x accumulation 4 (96 examples: one epoch of the paper "
+        "regime's 96 replay rows) instead of 3 epochs of 300 rows per task at accumulation 8; this is what lets the "
+        "few-label regime (16 fusion runs of the transfer nets at ~2 s per example on one contended core) fit "
+        "in about 2 hours",
         "faithful preset: E=256 instead of 1024 and K=512 RDM projections instead of 2048; the net pass at E=1024 "
         "costs ~4x more and dominates the step on CPU (see the performance section for E=1024 timings)",
         "experts: 30 optimiser steps of batch 8 (240 rows, one epoch) per task, 15 for the noisy experts",
@@ -95,12 +133,16 @@ REDUCED = FULL.with_(
 )
 
 QUICK = FULL.with_(
-    name="quick", target="tiny-llama", source="tiny-gemma", vocab="tiny", n_train=16, n_replay=2, n_test=2,
+    name="quick", target="tiny-llama", source="tiny-gemma", vocab="tiny",
+    tasks=("ner_person", "ner_location", "sentiment"), noise=("task:topic", "shuffled:ner_person"), n_train=16, n_replay=2, n_test=2,
     expert_steps=2, noise_steps=1, expert_batch=4, max_length=128, seeds=(0, 1), epochs=1, accumulation=2,
+    n_dev=2, n_labels=1, n_prompts=2, n_synth=2, teacher_max_new_tokens=6, sft_lrs=(1e-3, 3e-3),
+    fusion_lrs=(5e-5, 1e-3), tune_placebos=False, improved_regimes=("paper",), sweep_extend=1,
     embed_dim=16, num_heads=2, num_projections=16, max_positions=64, max_new_tokens=6, eval_batch=16,
     perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1,), scaling_ranks=(4,), scaling_blocks=(32,),
     scaling_examples=2,
-    reductions=("quick smoke run on tiny random models (pipeline check only: the numbers mean nothing)",),
+    reductions=("quick smoke run on tiny random models (pipeline check only: the numbers mean nothing); three "
+                "tasks, two noisy experts, sweeps of two learning rates, two seeds",),
 )
 
 GRIDS: dict[str, Grid] = {"full": FULL, "reduced": REDUCED, "quick": QUICK}

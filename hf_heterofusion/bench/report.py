@@ -7,22 +7,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .run import METHOD_LABELS, SETTINGS
+from .regimes import REGIME_TITLES
+from .run import METHOD_LABELS
 
 
-SETTING_TITLES = {
-    "single": "Setting 1: single source family (target keeps its own expert for task 1, source experts for the rest)",
-    "noisy": "Setting 2: noisy pool (setting 1 plus task-irrelevant source experts)",
-}
-
-
-def write_all(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write the three result files into `out`; returns their paths."""
+def write_all(results: dict[str, Any], out: Path, *, chart: bool = True) -> dict[str, Path]:
+    """Write the result files into `out` (each atomically; the chart only with `chart`); returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "results.png"}
-    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    paths["md"].write_text(render_markdown(results), encoding="utf-8")
-    write_chart(results, paths["png"])
+    for key, text in (("json", json.dumps(results, indent=2, default=str) + "\n"), ("md", render_markdown(results))):
+        tmp = paths[key].with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(paths[key])
+    if chart:
+        write_chart(results, paths["png"])
     return paths
 
 
@@ -39,77 +37,76 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _lr(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else "-"
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     grid, models = results["grid"], results.get("models", {})
     tasks = grid["tasks"]
-    lines = [f"# HeteroFusion benchmark (`{grid['name']}` grid)", ""]
+    features = results.get("features", {})
+    lines = [f"# HeteroFusion benchmark v2 (`{grid['name']}` grid)", ""]
     compute = results.get("compute_seconds") or {}
     lines += [f"Command: `{results.get('command', '')}`  ",
-              f"Finished: {results.get('finished', '?')}; torch threads {results.get('threads')}; wall time of the "
-              f"last invocation {results.get('wall_seconds', 0) / 60:.0f} min. Compute recorded over all invocations "
-              f"(cached results are reused): experts {compute.get('experts', 0) / 60:.0f} min, method runs incl. "
-              f"scoring {compute.get('methods', 0) / 60:.0f} min.", ""]
+              f"Started {results.get('started', '?')}, finished: {results.get('finished', 'not yet (partial)')}; "
+              f"torch threads {results.get('threads')}. Compute recorded in the run records (cached runs count "
+              f"once): experts {compute.get('experts', 0) / 60:.0f} min, runs at the chosen lrs "
+              f"{compute.get('methods_chosen_lr', 0) / 60:.0f} min.", "",
+              "![results](results.png)", ""]
     lines += ["## Setup", ""]
     for role in ("target", "source"):
         m = models.get(role)
         if m:
             lines.append(f"- **{role}**: {m['name']} ({m['family']}, {m['num_layers']} layers, hidden "
-                         f"{m['hidden_size']}, FFN {m['intermediate_size']}, vocab {m['vocab_size']}; "
-                         f"licence: {m['license']})")
+                         f"{m['hidden_size']}, vocab {m['vocab_size']}; licence: {m['license']})")
+    warm = ("`warmup_start: first_step`, warmup ratio 0.05" if features.get("warmup_start")
+            else "no warmup (`warmup_ratio: 0`: the `warmup_start` switch is not in this checkout, and 5 % of "
+                 f"{results.get('steps')} steps would be one step at lr 0)")
+    sft_path = "the pipeline's `trainer: lora` (same loop, the anchor's factors trained)" \
+        if features.get("lora_trainer") else "(skipped: `trainer: lora` not in this checkout)"
     lines += [
         f"- tasks (synthetic IE, `vocab={grid['vocab']}`): {', '.join(f'`{t}`' for t in tasks)}; the target's own "
-        f"expert is for `{tasks[0]}`, the source family has one expert for each other task",
-        f"- noisy experts (source family): {', '.join(f'`{n}`' for n in grid['noise'])}",
-        f"- splits per task: {grid['n_train']} train (experts), {grid['n_replay']} replay, {grid['n_test']} test "
-        f"(disjoint prompts, split seed {grid['split_seed']})",
+        f"expert is for `{tasks[0]}`, the source family has one expert for each other task; noisy pool adds "
+        f"{', '.join(f'`{n}`' for n in grid['noise'])}",
+        f"- rows per task: {grid['n_train']} train (experts), {grid['n_replay']} replay, {grid['n_test']} test, "
+        f"{grid['n_dev']} dev (lr choice only), {grid['n_prompts']} unlabeled prompts; all disjoint "
+        f"(split seed {grid['split_seed']}); regimes other than `paper` keep {grid['n_labels']} labelled rows per "
+        f"source task; `seeds_only` teachers synthesize {grid['n_synth']} prompts each",
         f"- experts: LoRA r={grid['rank']}, alpha={grid['lora_alpha']}, all seven projections, "
         f"{grid['expert_steps']} steps x batch {grid['expert_batch']} (noisy: {grid['noise_steps']}), lr "
-        f"{grid['expert_lr']}; plain prompt/response text (no chat template) for both families",
-        f"- fusion: batch 1 x accumulation {grid['accumulation']}, {grid['epochs']} epochs, lr {grid['fusion_lr']}, "
-        f"E={grid['embed_dim']}, {grid['num_heads']} heads, block size `{grid['block_size']}`"
-        f" (= {results.get('block_size_resolved', '?')}), K={grid['num_projections']} RDM projections; SFT control: "
-        f"same optimiser steps ({results.get('optimizer_steps', '?')}) x batch {grid['accumulation']}, lr {grid['sft_lr']}",
-        f"- seeds: {', '.join(map(str, grid['seeds']))} for every trained or random method (mean ± sample std); "
-        "the experts and splits are fixed",
+        f"{grid['expert_lr']}; plain prompt/response text",
+        f"- every trained method: {results.get('steps')} optimiser steps of batch 1 x accumulation "
+        f"{grid['accumulation']}, AdamW (weight decay 0.01), cosine schedule, {warm}, no gradient clipping",
+        f"- HeteroFusion: E={grid['embed_dim']}, {grid['num_heads']} heads, block size `{grid['block_size']}`, "
+        f"K={grid['num_projections']}; data-only SFT through {sft_path}",
+        f"- lr sweeps (seed {grid['seeds'][0]}, best dev average): anchor-adapter training "
+        f"{', '.join(map(_lr, grid['sft_lrs']))}; transfer nets {', '.join(map(_lr, grid['fusion_lrs']))}; placebo "
+        f"controls {'tuned the same way' if grid['tune_placebos'] else 'use the lr chosen for the method they control'}",
+        f"- seeds {', '.join(map(str, grid['seeds']))} for every trained or random method (mean ± sample std); "
+        "experts and splits fixed; teacher: greedy, "
+        f"{grid['teacher_max_new_tokens']} new tokens at most",
         "- scores: micro-F1 (extraction) or accuracy (classification), 0-100, greedy decoding, exact match",
         "",
     ]
     if grid.get("reductions"):
         lines += ["### What was reduced, and why", ""] + [f"- {r}" for r in grid["reductions"]] + [""]
-
     lines += _experts_table(results)
-    for setting in SETTINGS:
-        table = results.get("tables", {}).get(setting)
-        if not table:
-            continue
-        lines += [f"## {SETTING_TITLES[setting]}", ""]
-        header = ["method", *tasks, "**avg**", "seeds", "fit/merge s"]
-        rows = []
-        for method, row in table.items():
-            n = row["n_seeds"]
-            cells = [_pm(row["mean"][t], row["std"][t], n) for t in tasks]
-            rows.append([METHOD_LABELS.get(method, method), *cells, f"**{_pm(row['mean']['avg'], row['std']['avg'], n)}**",
-                         str(n), f"{row['fit_seconds']:.0f}" if row["fit_seconds"] else "-"])
-        constant = results.get("constant")
-        if constant:
-            rows.append(["*reference: always the most frequent test answer*", *(f"*{constant[t]:.1f}*" for t in tasks),
-                         f"*{constant['avg']:.1f}*", "-", "-"])
-        lines += _table(header, rows) + [""]
-        contrib = _contributions(results, setting)
-        if contrib:
-            lines += contrib
+    lines += _cells(results)
+    for regime in grid["regimes"]:
+        if results.get("tables", {}).get(regime):
+            lines += _regime_section(results, regime)
+    lines += _loso(results)
     lines += render_perf(results.get("perf"))
     lines += ["## Notes", ""] + [f"- {n}" for n in results.get("notes", [])] + [""]
     return "\n".join(lines)
 
 
 def _experts_table(results: dict) -> list[str]:
-    """Every expert: its base, task, training time, and (for task experts) its score on its own base."""
     experts = results.get("experts") or []
     if not experts:
         return []
     ref = (results.get("reference") or {}).get("scores", {})
-    lines = ["### Experts (score on their own base = the upper reference a fusion could carry over)", ""]
+    lines = ["### Experts (score on their own base: the divisor of transfer efficiency)", ""]
     rows = []
     for e in experts:
         score = ref.get(e["task"])
@@ -118,22 +115,113 @@ def _experts_table(results: dict) -> list[str]:
     return lines + _table(["expert", "role", "own-base score", "train s"], rows) + [""]
 
 
-def _contributions(results: dict, setting: str) -> list[str]:
-    """Share of the transfer nets' attention mass per source (HeteroFusion report), averaged over seeds."""
-    runs = results.get("runs", {}).get(setting, {})
+def _cells(results: dict) -> list[str]:
+    cells = results.get("cells") or {}
+    if not cells:
+        return []
+    methods = list(dict.fromkeys(m for c in cells.values() for m in c))
+    rows = [[METHOD_LABELS.get(m, m), *(cells[r].get(m, "-") for r in cells)] for m in methods]
+    return ["## Which cells are complete", ""] + _table(["method", *cells], rows) + [""]
+
+
+def _regime_section(results: dict, regime: str) -> list[str]:
+    grid = results["grid"]
+    tasks, sources = grid["tasks"], grid["tasks"][1:]
+    table = results["tables"][regime]
+    lines = [f"## Regime {REGIME_TITLES.get(regime, regime)}", ""]
+    rows = []
+    for method, row in table.items():
+        n = row["n_seeds"]
+        ret = row.get("retention")
+        eff = [v["mean"] for v in row.get("efficiency", {}).values()]
+        rows.append([METHOD_LABELS.get(method, method), _lr(row.get("lr")),
+                     *(_pm(row["mean"][t], row["std"][t], n) for t in tasks),
+                     f"**{_pm(row['mean']['avg'], row['std']['avg'], n)}**",
+                     f"{ret['mean']:.0f}" if ret else "-", f"{min(eff):.0f}" if eff else "-", str(n)])
+    constant = results.get("constant")
+    if constant:
+        rows.append(["*always the most frequent test answer*", "-", *(f"*{constant[t]:.1f}*" for t in tasks),
+                     f"*{constant['avg']:.1f}*", "-", "-", "-"])
+    lines += _table(["method", "lr", *tasks, "**avg**", "anchor retention %", "min transfer eff. %", "seeds"],
+                    rows) + [""]
+    eff_rows = [[METHOD_LABELS.get(m, m), *(_pm(r["efficiency"][t]["mean"], r["efficiency"][t]["std"], r["n_seeds"])
+                                             if t in r.get("efficiency", {}) else "-" for t in sources)]
+                for m, r in table.items()]
+    lines += ["Transfer efficiency per source task (% of the source expert's own score):", ""]
+    lines += _table(["method", *sources], eff_rows) + [""]
+    paired = (results.get("paired") or {}).get(regime) or {}
+    if paired.get("vs"):
+        primary = paired["primary"]
+        lines += [f"Paired difference of the average, `{primary}` minus each control (per seed, 95 % t-interval):",
+                  ""]
+        prow = []
+        for m, d in paired["vs"].items():
+            ci = f"[{d['low']:+.1f}, {d['high']:+.1f}]" if d["low"] is not None else "-"
+            prow.append([METHOD_LABELS.get(m, m), f"{d['mean']:+.1f}", ci, str(d["n"])])
+        lines += _table(["control", "difference", "95 % interval", "pairs"], prow) + [""]
+    sweeps = [(m, r) for m, r in table.items() if r.get("sweep")]
+    if sweeps:
+        lines += ["Learning-rate sweeps (dev average at each lr, first seed; the chosen lr in bold):", ""]
+        for m, r in sweeps:
+            parts = [(f"**{k}: {v['dev_avg']:.1f}**" if v["lr"] == r.get("lr") else f"{k}: {v['dev_avg']:.1f}")
+                     for k, v in r["sweep"].items()]
+            lines.append(f"- {METHOD_LABELS.get(m, m)}: " + ", ".join(parts))
+        lines.append("")
+    teacher = _teacher_counts(results, regime)
+    skipped = (results.get("skipped") or {}).get(regime) or {}
+    if skipped:
+        lines += [f"- **{METHOD_LABELS.get(m, m)}**: SKIPPED ({why})" for m, why in skipped.items()] + [""]
+    return lines + teacher
+
+
+def _teacher_counts(results: dict, regime: str) -> list[str]:
+    """Per source: what the teacher of the first `hf_teacher` seed was given, made, kept and dropped."""
     lines = []
-    for method in ("hf_faithful", "hf_improved"):
-        seeds = runs.get(method)
-        if not seeds:
+    for method in ("hf_teacher", "hf_teacher_placebo"):
+        entry = results.get("runs", {}).get(regime, {}).get(method, {})
+        first = next(iter(entry.get("seeds", {}).values()), None)
+        teacher = (first or {}).get("teacher") or {}
+        if not teacher.get("sources"):
             continue
-        shares = [r["source_contribution"] for r in seeds.values() if r.get("source_contribution")]
-        if not shares:
-            continue
-        mean = [sum(c[i] for c in shares) / len(shares) for i in range(len(shares[0]))]
-        names = results.get("source_names", {}).get(setting, [f"src{i}" for i in range(len(mean))])
-        parts = ", ".join(f"{n} {100 * m:.0f}%" for n, m in zip(names, mean))
-        lines.append(f"- {METHOD_LABELS[method]}: source contribution (attention mass) — {parts}")
-    return lines + [""] if lines else []
+        rows = []
+        for s in teacher["sources"]:
+            dropped = ", ".join(f"{k} {v}" for k, v in (s.get("dropped") or {}).items() if v) or "-"
+            sample = (s.get("samples") or [{}])[0]
+            text = f"`{str(sample.get('response', ''))[:40]}`" if sample else "-"
+            rows.append([str(s.get("source")), str(s.get("given", 0)), str(s.get("synthesized", 0)),
+                         str(s.get("labelled", 0)), str(s.get("kept", 0)), dropped, text])
+        lines += [f"Teacher rows of `{method}` (first seed; {teacher.get('rows', '?')} rows kept in all):", ""]
+        lines += _table(["source", "given", "synthesized", "labelled", "kept", "dropped", "a kept answer"], rows)
+        lines.append("")
+    return lines
+
+
+def _loso(results: dict) -> list[str]:
+    loso = results.get("loso")
+    if not loso or not loso.get("per_source"):
+        return []
+    lines = [f"## Per-source contribution: leave-one-source-out refit (`{loso['method']}`, regime `{loso['regime']}`,"
+             f" lr {_lr(loso['lr'])}, seed {loso['seed']})", "",
+             f"Full pool average {loso['full_avg']:.1f}. Drop = full minus refit without that source; ablation = the "
+             "fusion report's held-out loss change with the source masked (no retraining), where present.", ""]
+    def num(v: Any) -> str:
+        return f"{v:+.4f}" if v is not None else "-"
+
+    rows = [[k, f"{v['avg']:.1f}", f"{v['drop']:+.1f}", f"{v['task_drop']:+.1f}", num(v.get("ablation")),
+             num(v.get("task_ablation"))] for k, v in loso["per_source"].items()]
+    lines += _table(["source left out", "avg without it", "drop (avg)", "drop on its task",
+                     "report: mean loss rise", "report: loss rise on its task"], rows)
+    agree = loso.get("agreement") or {}
+    rho = agree.get("spearman_drop_vs_ablation")
+    if rho is not None:
+        own = agree.get("spearman_task_drop_vs_task_ablation")
+        lines += ["", f"Spearman rank correlation over {len(agree['with_ablation'])} sources, refit drop (average) vs "
+                      f"report mean loss rise: {rho:+.2f}"
+                      + (f"; drop on the source's own task vs loss rise on that task: {own:+.2f}" if own is not None
+                         else "") + "."]
+    else:
+        lines += ["", "The fusion report of this checkout has no per-source ablation: no rank comparison."]
+    return lines + [""]
 
 
 def render_perf(perf: dict | None) -> list[str]:
@@ -172,37 +260,50 @@ def render_perf(perf: dict | None) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- chart
 
+_ORDER = ("anchor", "task_arithmetic", "ties", "dare_ties", "sft", "sft_teacher", "hf_placebo", "hf", "hf_improved",
+          "hf_teacher_placebo", "hf_teacher")
+
+
+def _color(method: str) -> str:
+    if method == "hf_teacher":
+        return "#d62728"
+    if method.startswith("hf") and "placebo" not in method:
+        return "#ff9896"
+    if "placebo" in method:
+        return "#c5b0d5"
+    if method.startswith("sft"):
+        return "#2ca02c"
+    return "#7f7f7f"
+
 
 def write_chart(results: dict[str, Any], path: Path) -> None:
-    """Bar chart: average score per method (mean ± std over seeds), one panel per setting."""
+    """Bars per method (average score, mean ± std over seeds), one panel per regime."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tables = results.get("tables", {})
-    settings = [s for s in SETTINGS if tables.get(s)] or ["single"]
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.2), dpi=110, squeeze=False)
-    for ax, setting in zip(axes[0], settings):
-        table = tables.get(setting, {})
-        methods = list(table)
+    regimes = [r for r in results["grid"]["regimes"] if tables.get(r)] or ["paper"]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.2 * len(regimes), 4.4), dpi=110, squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        table = tables.get(regime, {})
+        methods = [m for m in _ORDER if m in table] + [m for m in table if m not in _ORDER]
         means = [table[m]["mean"]["avg"] for m in methods]
         stds = [table[m]["std"]["avg"] for m in methods]
-        colors = ["#d62728" if m.startswith("hf_") else "#7f7f7f" if m in ("anchor", "sft") else "#1f77b4"
-                  for m in methods]
-        ax.bar(range(len(methods)), means, yerr=stds, color=colors, capsize=3)
+        ax.bar(range(len(methods)), means, yerr=stds, color=[_color(m) for m in methods], capsize=3)
         constant = (results.get("constant") or {}).get("avg")
         if constant is not None:
-            ax.axhline(constant, color="black", linestyle="--", linewidth=0.8,
-                       label="always the most frequent answer")
-            ax.legend(loc="upper right", fontsize=8)
+            ax.axhline(constant, color="black", linestyle="--", linewidth=0.8, label="most frequent answer")
+            ax.legend(loc="upper left", fontsize=7)
         ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels(methods, rotation=35, ha="right", fontsize=8)
+        ax.set_xticklabels(methods, rotation=40, ha="right", fontsize=8)
         ax.set_ylabel("average score over tasks (0-100)")
-        ax.set_title(SETTING_TITLES[setting].split(":")[0] + f": {setting}", fontsize=10)
+        ax.set_title(regime, fontsize=10)
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"HeteroFusion benchmark ({results['grid']['name']} grid)", fontsize=11)
+    fig.suptitle(f"HeteroFusion benchmark v2 ({results['grid']['name']} grid; error bars: std over seeds)",
+                 fontsize=11)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

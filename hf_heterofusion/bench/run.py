@@ -1,32 +1,27 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The benchmark run: models -> splits -> experts -> every method x setting x seed -> scores -> report.
+"""The benchmark's methods: models -> splits -> experts -> one run of a method in a regime at an lr and seed.
 
-Settings (issue 6):
+Methods (labels in `METHOD_LABELS`), all scored on the same held-out test prompts of every task:
 
-* `single` (single source family): the target (SmolLM2) keeps its own expert for the first task as the anchor;
-  the source family (Gemma-3) brings one expert for each other task;
-* `noisy`: `single` plus task-irrelevant source experts (an unrelated task and label-shuffled tasks).
+* `anchor`: the target's own adapter only;
+* `task_arithmetic`, `ties`, `dare_ties`: weight-space transfer of the aligned sources (`baselines.py`);
+* `sft`: data-only control, the anchor adapter trained directly on the regime's labelled rows;
+* `sft_teacher`: the same on the labelled rows plus the teacher's rows (`trainer: lora`, `teacher: sources`):
+  it tells whether the transfer nets add anything over the teacher's labels themselves;
+* `hf`: HeteroFusion, paper configuration (grid scale), no teacher; `hf_improved`: plus `per_source` positions
+  and `amortize_nets`;
+* `hf_teacher`: HeteroFusion with `teacher: sources`; `hf_teacher_placebo`: the same teacher bases with their
+  adapters' B zeroed (`teacher_placebo: true`); `hf_placebo`: norm-matched random sources, no teacher.
 
-Methods, all scored on the same held-out test prompts of every task:
-
-* `anchor`: the target's own adapter only; `sft`: plain LoRA SFT of the anchor on the same replay set, for the same
-  optimiser steps (the data-only control a fusion must beat; no source is used, so it is shared by both settings);
-* `naive`, `task_arithmetic`, `ties`, `dare_ties`: weight-space transfer of the aligned sources (`baselines.py`);
-* `placebo`: HeteroFusion (improved preset) with norm-matched random sources of the same shapes;
-* `hf_faithful`: HeteroFusion with the paper's configuration (scaled where the grid says so);
-* `hf_improved`: the same plus `position_mode: per_source` and `amortize_nets: true`.
-
-Each (setting, method, seed) result is stored under `<out>/runs/` with a fingerprint of everything it depends on,
-so an interrupted run resumes where it stopped.
+Every trained method runs `steps` optimiser steps of batch 1 x accumulation with the same AdamW, schedule and
+warmup rule, and no gradient clipping: every one of them is one `FusionConfig` through `pipeline.fuse`, the
+data-only controls with `trainer: lora` (the anchor's factors are the trained parameters, in the same training
+loop; `FusionConfig` has no clipping key and the loop does not clip). `tuning.py` decides which runs to make and
+caches them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,31 +30,36 @@ from typing import Any
 
 import torch
 
-from hf_heterofusion import experts, synthetic
+from hf_heterofusion import experts
 from hf_heterofusion.config import FusionConfig
 
 from . import baselines
+from .features import LORA_MISSING, TEACHER_MISSING, Features, detect
 from .grid import Grid
 from .models import model_facts, resolve_model
+from .regimes import RegimeData, build_regime
 from .zoo import TaskSplits, ensure_expert, make_splits, noise_rows
 
 
-logger = logging.getLogger(__name__)
-
-SETTINGS = ("single", "noisy")
-SEEDED = ("sft", "placebo", "dare_ties", "hf_faithful", "hf_improved")
 METHOD_LABELS = {
     "anchor": "target anchor only",
-    "sft": "LoRA SFT of the anchor on the replay set (data-only control)",
-    "naive": "naive transfer (tail-aligned, cropped/padded factors added)",
-    "task_arithmetic": "Task Arithmetic (mergekit kernel, aligned deltas)",
-    "ties": "TIES (mergekit kernel, density 0.5)",
-    "dare_ties": "DARE-TIES (mergekit kernel, density 0.5)",
-    "placebo": "HeteroFusion with placebo sources (improved preset)",
-    "hf_faithful": "HeteroFusion, paper config",
-    "hf_improved": "HeteroFusion, per_source positions + amortize_nets",
+    "task_arithmetic": "Task Arithmetic (aligned deltas)",
+    "ties": "TIES (aligned deltas, density 0.5)",
+    "dare_ties": "DARE-TIES (aligned deltas, density 0.5)",
+    "sft": "data-only SFT of the anchor (labelled rows)",
+    "sft_teacher": "data-only SFT on labelled + teacher rows",
+    "hf": "HeteroFusion, paper config, no teacher",
+    "hf_improved": "HeteroFusion, improved preset, no teacher",
+    "hf_placebo": "HeteroFusion, placebo sources, no teacher",
+    "hf_teacher": "HeteroFusion with teacher",
+    "hf_teacher_placebo": "HeteroFusion with placebo teacher (B = 0)",
 }
 METHODS = tuple(METHOD_LABELS)
+MERGES = ("task_arithmetic", "ties", "dare_ties")
+DETERMINISTIC = ("anchor", "task_arithmetic", "ties")  # one run each; everything else gets every seed
+SFT_LIKE = ("sft", "sft_teacher")  # trains the anchor adapter: `sft_lrs`; the rest trains nets: `fusion_lrs`
+TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo")
+CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher"}  # placebo -> the method it controls
 
 
 @dataclass
@@ -75,23 +75,45 @@ class Bench:
     anchor: Path | None = None
     task_experts: dict[str, Path] = field(default_factory=dict)  # source experts by task
     noise_experts: dict[str, Path] = field(default_factory=dict)
-    replay_path: Path | None = None
+    replay_path: Path | None = None  # the paper regime's labelled rows (the performance section uses them)
+    regimes: dict[str, RegimeData] = field(default_factory=dict)
+    features: Features = field(default_factory=detect)
     results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eval_tasks(self) -> tuple[str, ...]:
         return self.grid.tasks
 
-    def sources(self, setting: str) -> list[Path]:
+    def sources(self, pool: str) -> list[Path]:
         paths = [self.task_experts[t] for t in self.grid.tasks[1:]]
-        return paths + list(self.noise_experts.values()) if setting == "noisy" else paths
+        return paths + list(self.noise_experts.values()) if pool == "noisy" else paths
+
+
+def methods_for(regime: str, grid: Grid) -> list[str]:
+    """The methods of a regime, in run order (teacher methods only where a teacher has prompts)."""
+    out = ["anchor", *MERGES, "sft", "hf", "hf_placebo"]
+    if regime in grid.improved_regimes:
+        out.append("hf_improved")
+    if regime != "paper":
+        out += list(TEACHER_METHODS)
+    return out
+
+
+def unavailable(bench: Bench, method: str) -> str | None:
+    """Why `method` cannot run in this checkout, or None."""
+    f = bench.features
+    if method in TEACHER_METHODS and not f.teacher:
+        return TEACHER_MISSING
+    if method in SFT_LIKE and not f.lora_trainer:
+        return LORA_MISSING
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ setup
 
 
 def setup(grid: Grid, out: Path, cache: Path) -> Bench:
-    """Models, splits, replay file and every expert (trained once, then cached)."""
+    """Models, splits, regime files and every expert (trained once, then cached)."""
     bench = Bench(grid, out, cache)
     started = time.perf_counter()
     bench.target_dir = resolve_model(grid.target, cache)
@@ -100,8 +122,9 @@ def setup(grid: Grid, out: Path, cache: Path) -> Bench:
                                "source": model_facts(grid.source, bench.source_dir)}
     bench.results["setup_seconds"] = {"models": round(time.perf_counter() - started, 1)}
     bench.splits = make_splits(grid)
-    replay_rows = [row for t in grid.tasks for row in bench.splits[t].replay]
-    bench.replay_path = synthetic.write_jsonl(replay_rows, out / "work" / "replay.jsonl")
+    for name in grid.regimes:
+        bench.regimes[name] = build_regime(grid, bench.splits, name, out / "work")
+    bench.replay_path = build_regime(grid, bench.splits, "paper", out / "work").replay
 
     records = []
     t0 = time.perf_counter()
@@ -127,23 +150,27 @@ def setup(grid: Grid, out: Path, cache: Path) -> Bench:
 # ------------------------------------------------------------------------------------------------- evaluation
 
 
-def score_model(bench: Bench, model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | None = None) -> dict:
-    """Greedy generation + exact scoring (F1 or accuracy, 0..100) on each task's test prompts."""
+def score_model(bench: Bench, model: torch.nn.Module, tokenizer: Any, tasks: Sequence[str] | None = None,
+                split: str = "test") -> dict:
+    """Greedy generation + exact scoring (F1 or accuracy, 0..100) on each task's `test` (or `dev`) prompts."""
     grid = bench.grid
     scores = {}
     for task in tasks or bench.eval_tasks:
-        split = bench.splits[task]
-        scores[task] = experts.evaluate_model(model, tokenizer, split.task, split.test,
+        s = bench.splits[task]
+        scores[task] = experts.evaluate_model(model, tokenizer, s.task, getattr(s, split),
                                               max_new_tokens=grid.max_new_tokens, batch_size=grid.eval_batch)
     return scores
 
 
-def score_reference_experts(bench: Bench) -> None:
-    """Each expert on its own base and task: what a fusion could at best carry over."""
-    cached = _load_run(bench, "reference", "experts", 0, _fingerprint(bench, "reference"))
-    if cached is not None:
-        bench.results["reference"] = cached
-        return
+def _scores(bench: Bench, model, tok, *, dev: bool) -> dict:
+    record = {"scores": score_model(bench, model, tok)}
+    if dev:
+        record["dev"] = score_model(bench, model, tok, split="dev")
+    return record
+
+
+def reference_scores(bench: Bench) -> dict:
+    """Each expert on its own base and task: what a fusion could at best carry over (the efficiency's divisor)."""
     rows = {}
     for task in bench.grid.tasks:
         base = bench.target_dir if task == bench.grid.tasks[0] else bench.source_dir
@@ -151,201 +178,143 @@ def score_reference_experts(bench: Bench) -> None:
         model, tok = experts.load_model(base, adapter)
         rows[task] = score_model(bench, model, tok, [task])[task]
         del model
-    record = {"scores": rows, "avg": _mean(rows.values())}
-    _save_run(bench, "reference", "experts", 0, _fingerprint(bench, "reference"), record)
-    bench.results["reference"] = record
+    return {"scores": rows}
 
 
 # ---------------------------------------------------------------------------------------------------- methods
 
 
-def fusion_config(bench: Bench, sources: Sequence[Path], seed: int, *, preset: str) -> FusionConfig:
-    """The HeteroFusion config of a preset: `faithful` (paper keys, grid scale) or `improved`."""
-    g = bench.grid
-    improved = preset == "improved"
+def steps(grid: Grid) -> int:
+    """Optimiser steps of every trained run: `grid.steps`, or `epochs` over the paper regime's replay rows."""
+    if grid.steps is not None:
+        return grid.steps
+    n = len(grid.tasks) * grid.n_replay
+    return -(-n // grid.accumulation) * grid.epochs
+
+
+def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, method: str,
+                  drop_source: str | None = None) -> FusionConfig:
+    """The one config every trained method is built from (only the method's switches differ)."""
+    g, f = bench.grid, bench.features
+    teacher = method in TEACHER_METHODS
+    sources: list[dict] = []
+    for task in g.tasks[1:]:
+        if task == drop_source:
+            continue
+        spec: dict = {"adapter": str(bench.task_experts[task])}
+        if teacher:
+            spec.update(base_model=str(bench.source_dir), name=task, prompts=str(regime.prompts[task]),
+                        synthesize=regime.synthesize)
+        sources.append(spec)
+    if regime.pool == "noisy":
+        sources += [{"adapter": str(p)} for p in bench.noise_experts.values()]
+    n = steps(g)
+    extra: dict[str, Any] = {}
+    if f.warmup_start:
+        extra.update(warmup_start="first_step")
+    else:
+        # Without the switch, int(0.05 * steps) = 1 warmup step would run at lr 0; no warmup is the same rule
+        # for every method and wastes no step.
+        extra.update(warmup_ratio=0.0)
+    if teacher:
+        extra.update(teacher="sources", teacher_placebo=method == "hf_teacher_placebo",
+                     teacher_max_new_tokens=g.teacher_max_new_tokens, teacher_batch_size=g.teacher_batch_size)
+    if method in SFT_LIKE:
+        extra.update(trainer="lora")
+    improved = method == "hf_improved"
     return FusionConfig(
-        target_model=str(bench.target_dir), target_adapter=str(bench.anchor), sources=[str(s) for s in sources],
-        replay=str(bench.replay_path), block_size=g.block_size, embed_dim=g.embed_dim, num_heads=g.num_heads,
-        max_position_embeddings=g.max_positions, num_projections=g.num_projections, lr=g.fusion_lr,
-        epochs=g.epochs, batch_size=1, gradient_accumulation_steps=g.accumulation, max_length=g.max_length,
+        target_model=str(bench.target_dir), target_adapter=str(bench.anchor), sources=sources,
+        replay=str(regime.replay), block_size=g.block_size, embed_dim=g.embed_dim, num_heads=g.num_heads,
+        max_position_embeddings=g.max_positions, num_projections=g.num_projections, lr=lr,
+        epochs=n, max_steps=n, batch_size=1, gradient_accumulation_steps=g.accumulation, max_length=g.max_length,
         seed=seed, checkpoint_every=0, position_mode="per_source" if improved else "concat",
-        amortize_nets=improved,
+        amortize_nets=improved, **extra,
     )
 
 
-def optimizer_steps(bench: Bench) -> int:
-    """Optimiser steps of a fusion run (batch 1 x accumulation), which the SFT control gets too."""
-    n = len(bench.grid.tasks) * bench.grid.n_replay
-    return math.ceil(n / bench.grid.accumulation) * bench.grid.epochs
-
-
-def run_anchor(bench: Bench, setting: str, seed: int) -> dict:
+def run_anchor(bench: Bench, regime: RegimeData, lr: float | None, seed: int, **_: Any) -> dict:
     model, tok = experts.load_model(bench.target_dir, bench.anchor)
-    return {"scores": score_model(bench, model, tok)}
+    return _scores(bench, model, tok, dev=False)
 
 
-def run_sft(bench: Bench, setting: str, seed: int) -> dict:
-    g = bench.grid
-    rows = [row for t in g.tasks for row in bench.splits[t].replay]
-    out = bench.out / "work" / "sft" / f"seed{seed}"
-    started = time.perf_counter()
-    experts.train_lora_expert(bench.target_dir, rows, out, init_adapter=bench.anchor, steps=optimizer_steps(bench),
-                              epochs=None, lr=g.sft_lr, batch_size=g.accumulation, max_length=g.max_length, seed=seed)
-    seconds = time.perf_counter() - started
-    model, tok = experts.load_model(bench.target_dir, out)
-    return {"scores": score_model(bench, model, tok), "fit_seconds": seconds, "steps": optimizer_steps(bench)}
-
-
-def _merge_runner(method: str) -> Callable[[Bench, str, int], dict]:
-    def run(bench: Bench, setting: str, seed: int) -> dict:
+def _merge_runner(method: str) -> Callable[..., dict]:
+    def run(bench: Bench, regime: RegimeData, lr: float | None, seed: int, **_: Any) -> dict:
         started = time.perf_counter()
-        units = baselines.load_aligned(bench.anchor, bench.sources(setting))
+        units = baselines.load_aligned(bench.anchor, bench.sources(regime.pool))
         model, tok = experts.load_model(bench.target_dir)
         n = baselines.apply_merge(model, units, method, density=bench.grid.merge_density, seed=seed)
         seconds = time.perf_counter() - started
-        aligned = sum(1 for u in units if u.sources)
-        return {"scores": score_model(bench, model, tok), "merge_seconds": seconds, "units": n,
-                "aligned_units": aligned}
+        return dict(_scores(bench, model, tok, dev=False), merge_seconds=seconds, units=n)
 
     return run
 
 
-def _fusion_runner(preset: str, *, placebo: bool = False) -> Callable[[Bench, str, int], dict]:
-    def run(bench: Bench, setting: str, seed: int) -> dict:
+def _work_dir(bench: Bench, regime: RegimeData, method: str, lr: float, seed: int, tag: str = "") -> Path:
+    return bench.out / "work" / "fused" / regime.name / f"{method}{tag}_lr{lr:g}" / f"seed{seed}"
+
+
+def _fusion_runner(method: str) -> Callable[..., dict]:
+    def run(bench: Bench, regime: RegimeData, lr: float, seed: int, drop_source: str | None = None, *,
+            dev: bool = True) -> dict:
         from hf_heterofusion.pipeline import fuse
 
-        sources = bench.sources(setting)
-        if placebo:
-            sources = [baselines.make_placebo(p, bench.out / "work" / "placebo" / f"seed{seed}" / f"src{i}",
-                                              seed=1000 * seed + i) for i, p in enumerate(sources)]
-        cfg = fusion_config(bench, sources, seed, preset=preset)
-        out = bench.out / "work" / "fused" / setting / ("placebo" if placebo else preset) / f"seed{seed}"
-        result = fuse(cfg, out, overwrite=True, show_progress=False)
+        cfg = fusion_config(bench, regime, seed, lr, method=method, drop_source=drop_source)
+        if method == "hf_placebo":
+            placebos = []
+            for i, spec in enumerate(cfg.sources):
+                path = baselines.make_placebo(Path(spec.adapter), bench.out / "work" / "placebo" / f"seed{seed}" /
+                                              f"src{i}_{Path(spec.adapter).name}", seed=1000 * seed + i)
+                placebos.append(spec.model_copy(update={"adapter": str(path)}))
+            cfg = cfg.model_copy(update={"sources": tuple(placebos)})
+        out = _work_dir(bench, regime, method, lr, seed, tag=f"_minus_{drop_source}" if drop_source else "")
+        result = fuse(cfg, out, overwrite=True, show_progress=False, **_held_out(bench))
         report = result.report
+        if method in TEACHER_METHODS and not (out / "teacher_replay.jsonl").is_file():
+            raise RuntimeError(f"{method}: the pipeline wrote no teacher_replay.jsonl; is the teacher stage on?")
         model, tok = experts.load_model(bench.target_dir, out)
-        contribution = [round(s["contribution"], 4) for s in report["sources"]]
-        return {
-            "scores": score_model(bench, model, tok), "fit_seconds": report["timings"]["fit_s"],
-            "load_seconds": report["timings"]["load_s"], "steps": report["training"]["optimizer_steps"],
-            "final_loss": report["training"]["final_loss"],
-            "first_loss": report["training"]["losses"][0]["loss"] if report["training"]["losses"] else None,
-            "hypernet_parameters": report["hypernet_parameters_total"], "block_size": report["block_size"],
-            "source_contribution": contribution,
+        training = report.get("training", {})
+        losses = training.get("losses") or []
+        record = {
+            **_scores(bench, model, tok, dev=dev), "fit_seconds": report.get("timings", {}).get("fit_s"),
+            "load_seconds": report.get("timings", {}).get("load_s"), "steps": training.get("optimizer_steps"),
+            "final_loss": training.get("final_loss"), "first_loss": losses[0]["loss"] if losses else None,
+            "replay_examples": training.get("replay_examples"),
+            "source_contribution": [_num(s.get("contribution")) for s in report.get("sources", [])],
+            "ablation": [s.get("ablation") for s in report.get("sources", [])],
         }
+        if "teacher" in report:
+            record["teacher"] = report["teacher"]
+        if method in SFT_LIKE:
+            record["trainer"] = "pipeline trainer: lora"
+        return record
 
     return run
 
 
-RUNNERS: dict[str, Callable[[Bench, str, int], dict]] = {
+def _held_out(bench: Bench) -> dict:
+    """The dev rows as `fuse(held_out=...)`: where the fusion report measures its per-source ablation (never
+    trained on; the lr choice reads the same rows' scores, not their losses). Empty where `fuse` has no such
+    parameter."""
+    import inspect
+
+    from hf_heterofusion.pipeline import fuse
+    from hf_heterofusion.replay import ReplayExample
+
+    if "held_out" not in inspect.signature(fuse).parameters:
+        return {}
+    return {"held_out": [ReplayExample(r["prompt"], r["response"], task=r["task"])
+                         for t in bench.grid.tasks for r in bench.splits[t].dev]}
+
+
+def _num(value: Any) -> float | None:
+    return round(float(value), 4) if isinstance(value, (int, float)) else None
+
+
+RUNNERS: dict[str, Callable[..., dict]] = {
+    "reference": lambda bench, regime, lr, seed, **_: reference_scores(bench),
     "anchor": run_anchor,
-    "sft": run_sft,
-    **{m: _merge_runner(m) for m in baselines.MERGE_METHODS},
-    "placebo": _fusion_runner("improved", placebo=True),
-    "hf_faithful": _fusion_runner("faithful"),
-    "hf_improved": _fusion_runner("improved"),
+    **{m: _merge_runner(m) for m in MERGES},
+    **{m: _fusion_runner(m) for m in ("sft", "sft_teacher", "hf", "hf_improved", "hf_placebo", "hf_teacher",
+                                      "hf_teacher_placebo")},
 }
-SHARED = ("anchor", "sft")  # independent of the source pool: run once, reported in both settings
 
-
-def plan(bench: Bench) -> list[tuple[str, str, int]]:
-    """Every (setting, method, seed) to run, seed by seed: a run cut short still has every method once."""
-    g = bench.grid
-    jobs: list[tuple[str, str, int]] = [("shared", "anchor", g.seeds[0])]
-    for seed in g.seeds:
-        first = seed == g.seeds[0]
-        jobs.append(("shared", "sft", seed))
-        for setting in SETTINGS:
-            jobs += [(setting, m, seed) for m in baselines.MERGE_METHODS if first or m in SEEDED]
-        for method in ("hf_improved", "hf_faithful", "placebo"):
-            for setting in SETTINGS:
-                if method == "placebo" and setting == "noisy" and not g.placebo_in_noisy:
-                    continue
-                jobs.append((setting, method, seed))
-    return jobs
-
-
-def run_methods(bench: Bench, *, only: Sequence[str] | None = None, on_result: Callable[[], None] | None = None) -> None:
-    """Run (or resume) every job of the plan and collect per-seed records in `bench.results["runs"]`."""
-    runs: dict[str, dict[str, dict[str, dict]]] = bench.results.setdefault("runs", {})
-    jobs = [j for j in plan(bench) if only is None or j[1] in only]
-    for i, (setting, method, seed) in enumerate(jobs, 1):
-        key = _fingerprint(bench, setting, method, seed)
-        record = _load_run(bench, setting, method, seed, key)
-        if record is None:
-            logger.info("[%d/%d] %s / %s / seed %d", i, len(jobs), setting, method, seed)
-            started = time.perf_counter()
-            torch.manual_seed(seed)
-            record = RUNNERS[method](bench, setting, seed)
-            record["avg"] = _mean(record["scores"].values())
-            record["wall_seconds"] = round(time.perf_counter() - started, 1)
-            _save_run(bench, setting, method, seed, key, record)
-            logger.info("    avg %.1f  %s  (%.0f s)", record["avg"], _fmt_scores(record["scores"]),
-                        record["wall_seconds"])
-        runs.setdefault(setting, {}).setdefault(method, {})[str(seed)] = record
-        bench.results["tables"] = summarise(bench)
-        if on_result is not None:
-            on_result()
-
-
-def summarise(bench: Bench) -> dict:
-    """Per setting and method: mean and sample std over seeds of every task score and of the average."""
-    runs = bench.results.get("runs", {})
-    tables = {}
-    for setting in SETTINGS:
-        table = {}
-        for method in METHODS:
-            per_seed = (runs.get("shared") if method in SHARED else runs.get(setting, {})) or {}
-            seeds = per_seed.get(method)
-            if not seeds:
-                continue
-            records = list(seeds.values())
-            cols = {t: [r["scores"][t] for r in records] for t in bench.eval_tasks}
-            cols["avg"] = [r["avg"] for r in records]
-            table[method] = {
-                "n_seeds": len(records),
-                "mean": {k: statistics.fmean(v) for k, v in cols.items()},
-                "std": {k: statistics.stdev(v) if len(v) > 1 else 0.0 for k, v in cols.items()},
-                "fit_seconds": _mean(r.get("fit_seconds", r.get("merge_seconds", 0.0)) for r in records),
-            }
-        tables[setting] = table
-    return tables
-
-
-# ------------------------------------------------------------------------------------------------- utilities
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
-
-
-def _fmt_scores(scores: dict) -> str:
-    return " ".join(f"{k}={v:.0f}" for k, v in scores.items())
-
-
-def _fingerprint(bench: Bench, setting: str, method: str = "", seed: int = 0) -> str:
-    """What a stored result depends on: the grid (minus report-only fields), the method, seed and expert files."""
-    # Report-only fields and the seed list stay out: adding seeds or re-running the report reuses every result.
-    skip = ("perf", "scaling", "reductions", "seeds", "placebo_in_noisy", "name")
-    grid = {k: v for k, v in bench.grid.to_dict().items() if not k.startswith(skip)}
-    experts_ = [str(bench.anchor), *map(str, bench.task_experts.values()), *map(str, bench.noise_experts.values())]
-    data = {"grid": grid, "setting": setting, "method": method, "seed": seed, "experts": experts_, "v": 1}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _run_path(bench: Bench, setting: str, method: str, seed: int) -> Path:
-    return bench.out / "runs" / setting / method / f"seed{seed}.json"
-
-
-def _load_run(bench: Bench, setting: str, method: str, seed: int, key: str) -> dict | None:
-    path = _run_path(bench, setting, method, seed)
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data["record"] if data.get("fingerprint") == key else None
-
-
-def _save_run(bench: Bench, setting: str, method: str, seed: int, key: str, record: dict) -> None:
-    path = _run_path(bench, setting, method, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"fingerprint": key, "record": record}, indent=2) + "\n", encoding="utf-8")

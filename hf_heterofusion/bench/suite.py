@@ -1,10 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
-"""One benchmark run from start to report: `run_suite` is what `python -m hf_heterofusion.bench` calls."""
+"""One benchmark invocation from start to report: `run_suite` is what `python -m hf_heterofusion.bench` calls.
+
+An invocation runs (or reads back from the run cache) every run of the chosen regimes, refreshing
+`results.{json,md,png}` after each one, so the files always show what is complete. `report_only` re-renders them
+from `results.json` without running anything; `snapshot` copies the rendered report and chart into `docs/`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,20 +21,24 @@ import torch
 from .grid import GRIDS
 from .models import cache_root
 from .report import write_all
-from .run import fusion_config, optimizer_steps, run_methods, score_reference_experts, setup
+from .run import methods_for, setup, steps
+from .stats import loso_agreement, paired_table, summarise_regime
+from .tuning import cached_run, run_loso, run_regime
 
 
 logger = logging.getLogger(__name__)
 
 NOTES = (
-    "HeteroFusion only ever sees the source *adapters*: the source base model is loaded for training and scoring "
-    "the source experts (the upper reference), never by a fusion.",
-    "`naive`, `task_arithmetic`, `ties` and `dare_ties` use the same tail alignment and role matching as "
-    "HeteroFusion; they are evaluated as merged weights (no re-factoring to rank r, which could only lose more).",
-    "The placebo run uses norm-matched Gaussian sources of the same shapes: what the replay data alone buys "
-    "through the transfer nets.",
-    "The SFT control continues the anchor adapter on the same replay rows for the same optimiser steps, with a "
-    "LoRA learning rate (the paper's 5e-5 is for the transfer nets).",
+    "HeteroFusion without a teacher only ever sees the source *adapters*; with `teacher: sources` each source's "
+    "base + adapter labels its task's prompts (the teacher stage), and those rows join the labelled rows.",
+    "TA / TIES / DARE use the same tail alignment and role matching as HeteroFusion and are evaluated as merged "
+    "weights; they read no rows, so they are the same in every regime of a source pool.",
+    "Placebo sources are norm-matched Gaussian adapters of the same shapes; the placebo teacher is each source's "
+    "base with its adapter's B zeroed (same base, no skill).",
+    "Data-only SFT trains the anchor adapter itself on the same rows with the same optimiser, steps, batch, "
+    "schedule and warmup rule as the fusion, and no gradient clipping (the fusion has none either).",
+    "Transfer efficiency: fused score on a source task / the source expert's score on its own base. Anchor "
+    "retention: fused score on the anchor's task / the anchor adapter's own score.",
     "Real models come from PyPI as quantised GGUF files (Q4_1 / Q4_K_M) dequantised to fp32: fine for relative "
     "comparisons, not for absolute quality claims.",
 )
@@ -34,12 +46,15 @@ NOTES = (
 
 def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cache: Path | None = None,
               threads: int | None = None, seeds: int | None = None, perf: bool = True,
-              only: Sequence[str] | None = None, command: str = "") -> dict:
-    """Run the benchmark grid `grid_name`, write results.{md,json,png} into `out`, and return the results."""
+              only: Sequence[str] | None = None, regimes: Sequence[str] | None = None, loso: bool = True,
+              command: str = "") -> dict:
+    """Run the benchmark grid `grid_name` (optionally some regimes / methods), write results into `out`."""
     started = time.perf_counter()
     grid = GRIDS[grid_name]
     if seeds is not None:
         grid = grid.with_(seeds=tuple(range(seeds)))
+    if regimes is not None:
+        grid = grid.with_(regimes=tuple(regimes))
     if not perf:
         grid = grid.with_(perf=False)
     if threads is not None:
@@ -51,28 +66,41 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("hf_heterofusion").addHandler(handler)
     try:
-        logger.info("benchmark grid `%s` -> %s (cache %s, %d torch threads)", grid.name, out, cache,
-                    torch.get_num_threads())
+        logger.info("benchmark grid `%s`, regimes %s -> %s (cache %s, %d torch threads)", grid.name,
+                    ",".join(grid.regimes), out, cache, torch.get_num_threads())
         bench = setup(grid, out, cache)
         results = bench.results
-        results.update(grid=grid.to_dict(), command=command, threads=torch.get_num_threads(), notes=list(NOTES))
-        results["optimizer_steps"] = optimizer_steps(bench)
-        results["source_names"] = {
-            "single": [f"{bench.grid.source}:{t}" for t in grid.tasks[1:]],
-            "noisy": [f"{bench.grid.source}:{t}" for t in grid.tasks[1:]] + [f"noise:{n}" for n in grid.noise],
-        }
-        results["block_size_resolved"] = _resolved_block_size(bench)
+        results.update(grid=grid.to_dict(), command=command, threads=torch.get_num_threads(), notes=list(NOTES),
+                       features=bench.features.to_dict(), steps=steps(grid), started=_now())
+        results["source_names"] = {"single": list(grid.tasks[1:]),
+                                   "noisy": [*grid.tasks[1:], *(f"noise:{n}" for n in grid.noise)]}
         results["constant"] = constant_scores(bench)
-        score_reference_experts(bench)
-        write_all(results, out)  # partial results early, refreshed as runs finish
-        run_methods(bench, only=only, on_result=lambda: write_all(results, out))
+        first = next(iter(bench.regimes.values()), None)
+        if first is not None:
+            results["reference"] = cached_run(bench, first, "reference", None, 0)
+
+        last_chart = [0.0]
+
+        def refresh() -> None:
+            # Called after every stored run: the cheap files each time, the chart at most once a minute.
+            summarise(results)
+            chart = time.monotonic() - last_chart[0] > 60
+            write_all(results, out, chart=chart)
+            if chart:
+                last_chart[0] = time.monotonic()
+
+        refresh()
+        for name in grid.regimes:
+            run_regime(bench, name, only=only, on_result=refresh)
+        if loso and grid.loso_regime in grid.regimes:
+            run_loso(bench, on_result=refresh)
         if grid.perf:
             from .perf import run_perf
 
             results["perf"] = run_perf(bench)
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
-        results["compute_seconds"] = _compute_seconds(results)
-        results["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        results["finished"] = _now()
+        summarise(results)
         paths = write_all(results, out)
         logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
         return results
@@ -81,19 +109,47 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
         handler.close()
 
 
-def _compute_seconds(results: dict) -> dict[str, float]:
-    """Compute recorded across invocations (expert training and method runs survive in the caches)."""
-    runs = [r for methods in results.get("runs", {}).values() for seeds in methods.values() for r in seeds.values()]
-    return {
+def summarise(results: dict) -> None:
+    """Tables, paired differences, cell completeness, LOSO agreement and compute totals, from the raw runs."""
+    grid = results["grid"]
+    tasks = grid["tasks"]
+    reference = (results.get("reference") or {}).get("scores", {})
+    results["tables"], results["paired"], results["cells"] = {}, {}, {}
+    for name, entries in results.get("runs", {}).items():
+        results["tables"][name] = summarise_regime(entries, tasks, reference)
+        primary = "hf_teacher" if entries.get("hf_teacher", {}).get("seeds") else "hf"
+        results["paired"][name] = {"primary": primary, "vs": paired_table(entries, primary)}
+        results["cells"][name] = cells(results, name)
+    if results.get("loso"):
+        results["loso"]["agreement"] = loso_agreement(results["loso"])
+    every = [r for entries in results.get("runs", {}).values() for e in entries.values() for r in e["seeds"].values()]
+    results["compute_seconds"] = {
         "experts": round(sum(e.get("train_seconds", 0.0) for e in results.get("experts", [])), 1),
-        "methods": round(sum(r.get("wall_seconds", 0.0) for r in runs), 1),
+        "methods_chosen_lr": round(sum(r.get("wall_seconds", 0.0) for r in every), 1),
     }
+
+
+def cells(results: dict, regime: str) -> dict[str, str]:
+    """Per method of a regime: `complete`, `n/N seeds`, or why it was skipped (what the README's table shows)."""
+    from .grid import Grid
+    from .run import DETERMINISTIC
+
+    grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["grid"].items()})
+    entries = results.get("runs", {}).get(regime, {})
+    skipped = results.get("skipped", {}).get(regime, {})
+    out = {}
+    for m in methods_for(regime, grid):
+        if m in skipped:
+            out[m] = f"skipped: {skipped[m]}"
+            continue
+        want = 1 if m in DETERMINISTIC else len(grid.seeds)
+        have = len(entries.get(m, {}).get("seeds", {}))
+        out[m] = "complete" if have >= want else f"{have}/{want} seeds"
+    return out
 
 
 def constant_scores(bench) -> dict[str, float]:
     """Score of always answering a task's most frequent test answer: the floor a format-only model reaches."""
-    from collections import Counter
-
     from hf_heterofusion.synthetic import score
 
     out = {}
@@ -106,7 +162,22 @@ def constant_scores(bench) -> dict[str, float]:
     return out
 
 
-def _resolved_block_size(bench) -> int:
-    from hf_heterofusion.pipeline import prepare
+def report_only(out: Path, snapshot: Path | None = None) -> dict[str, Path]:
+    """Re-render `out/results.{md,png}` from `out/results.json`; with `snapshot`, copy them into that folder."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist; run the benchmark first (python -m hf_heterofusion.bench ...)")
+    results = json.loads(path.read_text(encoding="utf-8"))
+    summarise(results)
+    paths = write_all(results, Path(out))
+    if snapshot is not None:
+        snapshot.mkdir(parents=True, exist_ok=True)
+        text = paths["md"].read_text(encoding="utf-8").replace("(results.png)", "(benchmark_results.png)")
+        (snapshot / "benchmark_results.md").write_text(text, encoding="utf-8")
+        shutil.copy(paths["png"], snapshot / "benchmark_results.png")
+        paths = {"md": snapshot / "benchmark_results.md", "png": snapshot / "benchmark_results.png"}
+    return paths
 
-    return prepare(fusion_config(bench, bench.sources("single"), 0, preset="faithful")).block_size
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +34,34 @@ EXPERT_RECIPE = 2  # bump when the training recipe changes in a way the hash can
 
 @dataclass(frozen=True)
 class TaskSplits:
-    """Disjoint train / replay / test rows of one task (`{"prompt", "response", "task"}` dicts; do not mutate)."""
+    """Disjoint rows of one task (`{"prompt", "response", "task"}` dicts; do not mutate).
+
+    `train` trains the experts, `replay` is the labelled replay pool, `test` scores every method, `dev` picks the
+    learning rates, `pool` holds the prompts given unlabeled to a teacher (their responses are never used).
+    """
 
     task: synthetic.Task
     train: list[dict[str, str]]
     replay: list[dict[str, str]]
     test: list[dict[str, str]]
+    dev: list[dict[str, str]] = field(default_factory=list)
+    pool: list[dict[str, str]] = field(default_factory=list)
 
 
 def make_splits(grid: Grid) -> dict[str, TaskSplits]:
-    """The benchmark's splits: one fixed draw per task, shared by every method and seed."""
+    """The benchmark's splits: one fixed draw per task, shared by every method and seed.
+
+    Dev and pool rows are drawn after the test rows from the same seeded stream, so train, replay and test are
+    the rows benchmark v1 drew (its cached experts stay valid) and all five splits are disjoint.
+    """
     out = {}
     names = list(grid.tasks) + [spec.split(":", 1)[1] for spec in grid.noise if spec.startswith("task:")]
     for name in dict.fromkeys(names):
         task = synthetic.get_task(name, vocab=grid.vocab)
-        train, replay, test = synthetic.make_splits(task, grid.split_seed, grid.n_train, grid.n_replay, grid.n_test)
-        out[name] = TaskSplits(task, train, replay, test)
+        extra = grid.n_test + grid.n_dev + grid.n_prompts
+        train, replay, rest = synthetic.make_splits(task, grid.split_seed, grid.n_train, grid.n_replay, extra)
+        test, dev, pool = rest[:grid.n_test], rest[grid.n_test:grid.n_test + grid.n_dev], rest[grid.n_test + grid.n_dev:]
+        out[name] = TaskSplits(task, train, replay, test, dev, pool)
     return out
 
 
