@@ -61,7 +61,7 @@ def demo_fusion_config(target_model: Path, target_adapter: Path, sources: list[d
     Tiny models learn a new task only from a few thousand example views, so the demo steps on micro-batches of 16
     (one net pass per step) instead of the paper's 1 x 8, and uses lr 3e-3 for both trainers: the best of
     {1e-3, 3e-3, 1e-2} for the nets and of {3e-3, 1e-2, 3e-2} for `trainer: lora` in a one-off sweep on these
-    models (README, "Demo").
+    models, scored on the demo's own test prompts (no dev split: the demo illustrates, the benchmark tunes).
     """
     return FusionConfig(
         target_model=str(target_model), target_adapter=str(target_adapter), sources=sources, replay=str(replay),
