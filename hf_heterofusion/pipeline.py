@@ -27,7 +27,7 @@ from .rank import refactor_rank
 from .replay import ReplayData, ReplayExample, read_replay
 from .report import build_report, source_report
 from .roles import SUPPORTED_TARGET_FAMILIES
-from .safetensors_header import HeaderError, checkpoint_shapes
+from .safetensors_header import HeaderError, checkpoint_shapes, lora_misfit
 from .teacher import TEACHER_REPLAY_NAME, TeacherPlan, TeacherResult, plan_teaching
 
 
@@ -283,17 +283,13 @@ def _check_against_base(target: LoraAdapter, model_dir: Path) -> None:
                                  f"re-download or re-save the model") from None
     if not shapes:
         return
-    for key, a in target.tensors.items():
-        if not key.endswith("lora_A.weight"):
-            continue
-        module = key[: -len(".lora_A.weight")]
-        b = target.tensors[module + ".lora_B.weight"]
-        name = module.removeprefix("base_model.model.") + ".weight"
-        if name in shapes and shapes[name] != (b.shape[0], a.shape[1]):
-            raise AdapterFormatError(
-                f"target adapter module `{module}` is {b.shape[0]}x{a.shape[1]} but the base weight `{name}` is "
-                f"{shapes[name][0]}x{shapes[name][1]}; the adapter was trained on a different base model"
-            )
+    misfit = lora_misfit({k: tuple(v.shape) for k, v in target.tensors.items()}, shapes)
+    if misfit is not None:
+        module, weight, update, want = misfit
+        raise AdapterFormatError(
+            f"target adapter module `{module}` is {update[0]}x{update[1]} but the base weight `{weight}` is "
+            f"{want[0]}x{want[1]}; the adapter was trained on a different base model"
+        )
 
 
 def _auto_block_size(target: LoraAdapter, sources, model_config: dict) -> int:

@@ -106,3 +106,21 @@ __all__ = [
     "HeaderError", "TensorInfo", "checkpoint_files", "checkpoint_header", "checkpoint_shapes", "file_header",
     "file_shapes",
 ]
+
+
+def lora_misfit(factors: dict[str, tuple[int, ...]], base: dict[str, tuple[int, ...]]
+                ) -> tuple[str, str, tuple[int, int], tuple[int, ...]] | None:
+    """The first LoRA module of `factors` (adapter tensor name -> shape) whose update B @ A is not the shape of its
+    base weight in `base` (checkpoint tensor name -> shape), as (module, base weight name, update shape, base
+    shape);
+    None when every module with a base weight fits. Shapes only: the one check behind every "this adapter was
+    trained on another base" error (target, teaching sources, mergekit's data-free mode)."""
+    for key, a in factors.items():
+        if ".lora_A." not in key:
+            continue
+        b = factors.get(key.replace(".lora_A.", ".lora_B."))
+        module = key.split(".lora_A.")[0]
+        weight = module.removeprefix("base_model.model.") + ".weight"
+        if b is not None and weight in base and tuple(base[weight]) != (b[0], a[1]):
+            return module, weight, (b[0], a[1]), tuple(base[weight])
+    return None

@@ -141,7 +141,7 @@ def _source_index(ref: str | int, names: list[str], where: str) -> int:
 def _check_base(name: str, base_dir: Path, adapter_dir: Path) -> None:
     """The teacher's adapter must fit its base (safetensors headers only, no weights read)."""
     from .constants import ADAPTER_WEIGHTS_NAME
-    from .safetensors_header import checkpoint_shapes, file_shapes
+    from .safetensors_header import checkpoint_shapes, file_shapes, lora_misfit
 
     if not (base_dir / "config.json").is_file():
         raise ConfigError(f"base model of source `{name}` ({base_dir}) has no config.json; pass a transformers "
@@ -149,16 +149,12 @@ def _check_base(name: str, base_dir: Path, adapter_dir: Path) -> None:
     base, weights = checkpoint_shapes(base_dir), adapter_dir / ADAPTER_WEIGHTS_NAME
     if not base or not weights.is_file():
         return
-    factors = file_shapes(weights)
-    for key, a in factors.items():
-        b = factors.get(key.replace(".lora_A.", ".lora_B."))
-        if ".lora_A." not in key or b is None:
-            continue
-        weight = key.split(".lora_A.")[0].removeprefix("base_model.model.") + ".weight"
-        if weight in base and base[weight] != (b[0], a[1]):
-            raise AdapterFormatError(f"source `{name}`: its adapter does not fit the base model {base_dir} "
-                                     f"(`{weight}` is {base[weight][0]}x{base[weight][1]}, the adapter's update is "
-                                     f"{b[0]}x{a[1]}); give the base the adapter was trained on")
+    misfit = lora_misfit(file_shapes(weights), base)
+    if misfit is not None:
+        _, weight, update, want = misfit
+        raise AdapterFormatError(f"source `{name}`: its adapter does not fit the base model {base_dir} "
+                                 f"(`{weight}` is {want[0]}x{want[1]}, the adapter's update is "
+                                 f"{update[0]}x{update[1]}); give the base the adapter was trained on")
 
 
 # ------------------------------------------------------------------------------------------------- running

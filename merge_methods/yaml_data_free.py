@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hf_heterofusion.config import PARAMETER_KEYS
 from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from hf_heterofusion.errors import ConfigError, IncompatibleAdaptersError
-from hf_heterofusion.safetensors_header import checkpoint_shapes, file_shapes
+from hf_heterofusion.safetensors_header import checkpoint_shapes, file_shapes, lora_misfit
 
 from .yaml_config import (
     DATA_FREE_KEYS,
@@ -124,19 +124,14 @@ def _check_adapter_fits(doc: MergeYaml, adapter: str, shapes: dict[str, tuple[in
     weights = Path(adapter) / ADAPTER_WEIGHTS_NAME
     if not weights.is_file():
         return
-    factors = file_shapes(weights)
-    for key, a_shape in factors.items():
-        if ".lora_A." not in key:
-            continue
-        module = key.split(".lora_A.")[0]
-        b_shape = factors.get(key.replace(".lora_A.", ".lora_B."))
-        name = module.removeprefix("base_model.model.") + ".weight"
-        if b_shape and name in shapes and shapes[name] != (b_shape[0], a_shape[1]):
-            raise IncompatibleAdaptersError(
-                f"{doc.where}: adapter {adapter} does not fit the base model: `{name}` is "
-                f"{shapes[name][0]}x{shapes[name][1]} but the adapter's update is {b_shape[0]}x{a_shape[1]}; the "
-                f"data-free mode merges adapters of the base model only (trained mode: `base_model: target+anchor`)"
-            )
+    misfit = lora_misfit(file_shapes(weights), shapes)
+    if misfit is not None:
+        _, weight, update, want = misfit
+        raise IncompatibleAdaptersError(
+            f"{doc.where}: adapter {adapter} does not fit the base model: `{weight}` is {want[0]}x{want[1]} but "
+            f"the adapter's update is {update[0]}x{update[1]}; the data-free mode merges adapters of the base "
+            f"model only (trained mode: `base_model: target+anchor`)"
+        )
 
 
 

@@ -102,6 +102,15 @@ def _poison(value: float) -> Callable[[dict], None]:
     return edit
 
 
+def _widen_target_down_proj(env: Env) -> None:
+    """The anchor adapter's down_proj takes 8 more inputs than the base weight: only the weight headers can tell
+    (config.json checks see hidden sizes, not FFN widths)."""
+    path = env.copy(env.zoo.adapter("llama"), "llama-adapter")
+    env.data["target_adapter"] = str(path)
+    key = "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"
+    _edit_tensors(path, lambda t: t.update({key: torch.cat([t[key], t[key][:, :8]], dim=1).contiguous()}))
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -267,6 +276,9 @@ CASES = [
          lambda env: env.data.update(target_adapter=str(env.copy(env.zoo.adapter("mistral"), "mistral-adapter"))),
          "{inputs}/mistral-adapter: module `base_model.model.model.layers.0.mlp.gate_proj` takes 32 inputs but the "
          f"base model's config.json has `hidden_size: 64`; {OTHER_BASE}"),
+    Case("target-adapter-update-misfits-its-base-weights", lambda env: _widen_target_down_proj(env),
+         "target adapter module `base_model.model.model.layers.0.mlp.down_proj` is <…> but the base weight "
+         "`model.layers.0.mlp.down_proj.weight` is <…>; the adapter was trained on a different base model"),
     Case("source-shapes-contradict-its-base-config",
          lambda env: _edit_json(env.source() / "adapter_config.json",
                                 base_model_name_or_path=str(env.zoo.model("mistral"))),
