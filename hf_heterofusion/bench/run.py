@@ -218,7 +218,10 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
         extra.update(warmup_ratio=0.0)
     if teacher:
         extra.update(teacher="sources", teacher_placebo=method == "hf_teacher_placebo",
-                     teacher_max_new_tokens=g.teacher_max_new_tokens, teacher_batch_size=g.teacher_batch_size)
+                     teacher_max_new_tokens=g.teacher_max_new_tokens, teacher_batch_size=g.teacher_batch_size,
+                     # Every answer is kept: the placebo teacher (a base without the skill) never stops within the
+                     # token budget, and filtering its rows away would turn the control into "no teacher".
+                     teacher_drop_truncated=False, teacher_repeat_ngram=0)
     if method in SFT_LIKE:
         extra.update(trainer="lora")
     improved = method == "hf_improved"
@@ -228,7 +231,7 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
         max_position_embeddings=g.max_positions, num_projections=g.num_projections, lr=lr,
         epochs=n, max_steps=n, batch_size=1, gradient_accumulation_steps=g.accumulation, max_length=g.max_length,
         seed=seed, checkpoint_every=0, position_mode="per_source" if improved else "concat",
-        amortize_nets=improved, **extra,
+        **extra,
     )
 
 

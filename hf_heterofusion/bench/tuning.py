@@ -42,7 +42,7 @@ from .run import (
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: fusion runs on the default fast path, teacher filters off
 SHARED = ("reference", "anchor", *MERGES)  # runs that do not read the regime's rows (shared by its pool)
 # Grid fields that change no run (report-only, which runs are made, or the performance section).
 _NOT_IN_KEY = ("perf", "scaling", "reductions", "seeds", "name", "regimes", "tune_placebos", "improved_regimes",
