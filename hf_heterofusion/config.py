@@ -155,6 +155,10 @@ class FusionConfig(BaseModel):
     teacher_placebo: bool = Field(
         default=False, description="Control: teach with each source base whose adapter has its B set to zero "
         "(same base, no skill), to measure what the adapters themselves add.")
+    replay_balance: Literal["none", "task"] = Field(
+        default="none", description="`task`: every task (a row's `task`/`source` tag; a teacher's rows count as "
+        "its source's task) is an equal share of each epoch, smaller ones repeated, so many teacher rows do not "
+        "drown a few labelled ones; `none`: every row once per epoch (the reference).")
     trainer: Literal["transfer_nets", "lora"] = Field(
         default="transfer_nets", description="What learns from the (replay + teacher) rows: the paper's transfer "
         "nets, or `lora`: the anchor adapter itself, trained directly (data-only SFT).")

@@ -158,9 +158,14 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
             raise ConfigError("the teachers kept no answer and the replay set has no labelled row: nothing to train "
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
+    rows, balance = examples, None
+    if cfg.replay_balance == "task" and examples:
+        from .replay import balance_tasks
+
+        rows, balance = balance_tasks(examples, cfg.seed)
     # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
     model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
-    encoded, truncated = _encode_replay(examples, cfg, tokenizer) if examples else ([], 0)
+    encoded, truncated = _encode_replay(rows, cfg, tokenizer) if rows else ([], 0)
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     if cfg.trainer == "lora":
         from .lora_trainer import AnchorLora
@@ -182,6 +187,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings)
     report["teacher"] = taught.report if taught else None
+    report["training"]["replay_balance"] = balance
     if encoded and cfg.trainer == "transfer_nets":
         from .ablation import source_ablation
 

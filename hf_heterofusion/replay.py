@@ -17,7 +17,8 @@ prompt token gets the label -100, exactly as LLaMA-Factory's SFT processing does
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,29 @@ def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
+def balance_tasks(examples: Sequence[ReplayExample], seed: int) -> tuple[tuple[ReplayExample, ...], dict]:
+    """`replay_balance: task`: the training rows with every task group drawn up to the size of the largest one.
+
+    A group is the rows of one `task` (a replay row's `task`/`source` tag; a teacher's rows carry its source's
+    name); untagged rows form one group. Why: a teacher labels as many prompts as it is given, so 240 teacher rows
+    next to 16 labelled anchor rows would make the anchor's task 6 % of every epoch and the fusion forgets it; with
+    balance every task is an equal share. A smaller group is repeated whole, then topped up with a seeded random
+    subset of its rows (the same subset every epoch; the training loop shuffles the order per epoch). Returns the
+    rows (groups in first-seen order) and a summary for the report: rows per group before and after.
+    """
+    groups: dict[str | None, list[ReplayExample]] = {}
+    for example in examples:
+        groups.setdefault(example.task, []).append(example)
+    size = max((len(rows) for rows in groups.values()), default=0)
+    out: list[ReplayExample] = []
+    for task, rows in groups.items():
+        repeats, rest = divmod(size, len(rows))
+        out += rows * repeats + random.Random(f"balance/{seed}/{task}").sample(rows, rest)
+    summary = {"mode": "task", "groups": {str(t): len(r) for t, r in groups.items()}, "rows_per_group": size,
+               "rows": len(out)}
+    return tuple(out), summary
+
+
 def _json_type(value: Any) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
@@ -316,6 +340,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "examples_from_rows", "load_replay",
+    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "balance_tasks", "examples_from_rows",
+    "load_replay",
     "parse_prompt_row", "parse_row", "read_prompts", "read_replay",
 ]

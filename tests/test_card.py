@@ -220,3 +220,12 @@ def test_config_copy_is_used_when_report_has_no_yaml(tmp_path: Path) -> None:
     out = write_output(tmp_path, report)
     (out / "heterofusion_config.yml").write_text("target_model: x\n", encoding="utf-8")
     assert "```yaml\ntarget_model: x\n```" in render_card(out)
+
+
+def test_card_states_the_task_balance_only_when_it_was_on(tmp_path: Path) -> None:
+    report = example_report()
+    assert "replay_balance" not in render_card(write_output(tmp_path / "plain", report))
+    report["training"]["replay_balance"] = {"mode": "task", "groups": {"ner": 16, "re": 48}, "rows_per_group": 48,
+                                            "rows": 96}
+    text = render_card(write_output(tmp_path / "balanced", report))
+    assert "`replay_balance: task`: each of 2 tasks drawn to 48 rows per epoch, 96 in all)" in text

@@ -99,3 +99,18 @@ def test_unequal_source_rank_is_refactored_and_reported(make_config):
     r8, r2 = prepared.source_reports
     assert r8["original_rank"] == 8 and 0 < r8["energy_kept"] < 1
     assert r2["original_rank"] == 2 and r2["energy_kept"] == pytest.approx(1.0)
+
+
+def test_replay_balance_task_trains_on_equal_task_shares_and_reports_them(make_config, tmp_path):
+    """6 `a` rows and 2 `b` rows: `replay_balance: task` trains on 6 + 6 (one window more per epoch than 8 rows);
+    `none` (the default) trains on the 8 rows as they are and reports no balance."""
+    replay = tmp_path / "tagged.jsonl"
+    rows = [{"prompt": f"Q{i}:", "response": f" a{i}", "task": "a" if i < 6 else "b"} for i in range(8)]
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = fit(make_config(sources=("qwen2",), replay=str(replay)), show_progress=False).report["training"]
+    balanced = fit(make_config(sources=("qwen2",), replay=str(replay), replay_balance="task"),
+                   show_progress=False).report["training"]
+    assert plain["replay_balance"] is None and plain["replay_examples"] == 8 and plain["optimizer_steps"] == 4
+    assert balanced["replay_balance"] == {"mode": "task", "groups": {"a": 6, "b": 2}, "rows_per_group": 6,
+                                          "rows": 12}
+    assert balanced["replay_examples"] == 12 and balanced["optimizer_steps"] == 6

@@ -13,6 +13,7 @@ from hf_heterofusion.errors import HeteroFusionWarning, ReplayDataError
 from hf_heterofusion.replay import (
     IGNORE_INDEX,
     ReplayExample,
+    balance_tasks,
     collate,
     encode_example,
     encode_prompt,
@@ -226,3 +227,32 @@ def test_collate_right_pads(tokenizer):
     assert pad_token_id(tokenizer) == tokenizer.pad_token_id
     with pytest.raises(ValueError, match="empty batch"):
         collate([], 0)
+
+
+# ----------------------------------------------------------------------------------------- replay_balance: task
+
+
+def _rows(task: str | None, n: int) -> list[ReplayExample]:
+    return [ReplayExample(f"{task} prompt {i}", f"answer {i}", task=task) for i in range(n)]
+
+
+def test_balance_tasks_gives_every_task_the_largest_groups_share():
+    """16 labelled anchor rows next to 48 teacher rows per source: each task ends up 48 rows, all rows kept."""
+    examples = _rows("anchor", 16) + _rows("topic", 48) + _rows("sentiment", 10) + _rows(None, 5)
+    rows, summary = balance_tasks(examples, seed=0)
+    counts = {t: sum(r.task == t for r in rows) for t in ("anchor", "topic", "sentiment", None)}
+    assert counts == {"anchor": 48, "topic": 48, "sentiment": 48, None: 48}
+    assert summary == {"mode": "task", "groups": {"anchor": 16, "topic": 48, "sentiment": 10, "None": 5},
+                       "rows_per_group": 48, "rows": 192}
+    for task, n in (("anchor", 16), ("sentiment", 10), (None, 5)):
+        mine = [r for r in rows if r.task == task]
+        assert len({r.prompt for r in mine}) == n  # every row of the group, at least once
+        per_row = [sum(r.prompt == p for r in mine) for p in {r.prompt for r in mine}]
+        assert max(per_row) - min(per_row) <= 1  # whole repeats, then a top-up of distinct rows
+    assert rows == balance_tasks(examples, seed=0)[0]
+    assert rows != balance_tasks(examples, seed=1)[0]  # the top-up subset is seeded
+
+
+def test_balance_tasks_leaves_a_balanced_set_as_it_is():
+    examples = _rows("a", 3) + _rows("b", 3)
+    assert balance_tasks(examples, seed=0)[0] == tuple(examples)

@@ -150,12 +150,12 @@ def _regime_section(results: dict, regime: str) -> list[str]:
     lines += ["Transfer efficiency per source task (% of the source expert's own score):", ""]
     lines += _table(["method", *sources], eff_rows) + [""]
     paired = (results.get("paired") or {}).get(regime) or {}
-    if paired.get("vs"):
-        primary = paired["primary"]
+    comparisons = {paired["primary"]: paired["vs"], **(paired.get("also") or {})} if paired.get("vs") else {}
+    for primary, versus in comparisons.items():
         lines += [f"Paired difference of the average, `{primary}` minus each control (per seed, 95 % t-interval):",
                   ""]
         prow = []
-        for m, d in paired["vs"].items():
+        for m, d in versus.items():
             ci = f"[{d['low']:+.1f}, {d['high']:+.1f}]" if d["low"] is not None else "-"
             prow.append([METHOD_LABELS.get(m, m), f"{d['mean']:+.1f}", ci, str(d["n"])])
         lines += _table(["control", "difference", "95 % interval", "pairs"], prow) + [""]
@@ -177,7 +177,7 @@ def _regime_section(results: dict, regime: str) -> list[str]:
 def _teacher_counts(results: dict, regime: str) -> list[str]:
     """Per source: what the teacher of the first `hf_teacher` seed was given, made, kept and dropped."""
     lines = []
-    for method in ("hf_teacher", "hf_teacher_placebo"):
+    for method in ("hf_teacher", "hf_teacher_placebo"):  # the `_bal` variants label the same prompts alike
         entry = results.get("runs", {}).get(regime, {}).get(method, {})
         first = next(iter(entry.get("seeds", {}).values()), None)
         teacher = (first or {}).get("teacher") or {}
@@ -260,12 +260,12 @@ def render_perf(perf: dict | None) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- chart
 
-_ORDER = ("anchor", "task_arithmetic", "ties", "dare_ties", "sft", "sft_teacher", "hf_placebo", "hf", "hf_improved",
-          "hf_teacher_placebo", "hf_teacher")
+_ORDER = ("anchor", "task_arithmetic", "ties", "dare_ties", "sft", "sft_teacher", "sft_teacher_bal", "hf_placebo", "hf",
+          "hf_improved", "hf_teacher_placebo", "hf_teacher", "hf_teacher_placebo_bal", "hf_teacher_bal")
 
 
 def _color(method: str) -> str:
-    if method == "hf_teacher":
+    if method in ("hf_teacher", "hf_teacher_bal"):
         return "#d62728"
     if method.startswith("hf") and "placebo" not in method:
         return "#ff9896"

@@ -8,10 +8,11 @@ Methods (labels in `METHOD_LABELS`), all scored on the same held-out test prompt
 * `sft`: data-only control, the anchor adapter trained directly on the regime's labelled rows;
 * `sft_teacher`: the same on the labelled rows plus the teacher's rows (`trainer: lora`, `teacher: sources`):
   it tells whether the transfer nets add anything over the teacher's labels themselves;
-* `hf`: HeteroFusion, paper configuration (grid scale), no teacher; `hf_improved`: plus `per_source` positions
-  and `amortize_nets`;
+* `hf`: HeteroFusion, paper configuration (grid scale; the library's default fast path, `amortize_nets: true`),
+  no teacher; `hf_improved`: plus `per_source` positions;
 * `hf_teacher`: HeteroFusion with `teacher: sources`; `hf_teacher_placebo`: the same teacher bases with their
-  adapters' B zeroed (`teacher_placebo: true`); `hf_placebo`: norm-matched random sources, no teacher.
+  adapters' B zeroed (`teacher_placebo: true`); `hf_placebo`: norm-matched random sources, no teacher;
+* `*_bal`: the three teacher methods with `replay_balance: task` (each task an equal share of every epoch).
 
 Every trained method runs `steps` optimiser steps of batch 1 x accumulation with the same AdamW, schedule and
 warmup rule, and no gradient clipping: every one of them is one `FusionConfig` through `pipeline.fuse`, the
@@ -53,13 +54,20 @@ METHOD_LABELS = {
     "hf_placebo": "HeteroFusion, placebo sources, no teacher",
     "hf_teacher": "HeteroFusion with teacher",
     "hf_teacher_placebo": "HeteroFusion with placebo teacher (B = 0)",
+    "sft_teacher_bal": "data-only SFT on labelled + teacher rows, task-balanced",
+    "hf_teacher_bal": "HeteroFusion with teacher, task-balanced",
+    "hf_teacher_placebo_bal": "HeteroFusion with placebo teacher (B = 0), task-balanced",
 }
 METHODS = tuple(METHOD_LABELS)
 MERGES = ("task_arithmetic", "ties", "dare_ties")
 DETERMINISTIC = ("anchor", "task_arithmetic", "ties")  # one run each; everything else gets every seed
-SFT_LIKE = ("sft", "sft_teacher")  # trains the anchor adapter: `sft_lrs`; the rest trains nets: `fusion_lrs`
-TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo")
-CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher"}  # placebo -> the method it controls
+SFT_LIKE = ("sft", "sft_teacher", "sft_teacher_bal")  # train the anchor adapter: `sft_lrs`; the rest: `fusion_lrs`
+# `_bal`: the same teacher method with `replay_balance: task` (every task an equal share of each epoch).
+BALANCED = ("sft_teacher_bal", "hf_teacher_bal", "hf_teacher_placebo_bal")
+TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo", *BALANCED)
+PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal")
+# placebo -> the method it controls
+CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_teacher_placebo_bal": "hf_teacher_bal"}
 
 
 @dataclass
@@ -217,13 +225,15 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
         # for every method and wastes no step.
         extra.update(warmup_ratio=0.0)
     if teacher:
-        extra.update(teacher="sources", teacher_placebo=method == "hf_teacher_placebo",
+        extra.update(teacher="sources", teacher_placebo=method in PLACEBO_TEACHER,
                      teacher_max_new_tokens=g.teacher_max_new_tokens, teacher_batch_size=g.teacher_batch_size,
                      # Every answer is kept: the placebo teacher (a base without the skill) never stops within the
                      # token budget, and filtering its rows away would turn the control into "no teacher".
                      teacher_drop_truncated=False, teacher_repeat_ngram=0)
     if method in SFT_LIKE:
         extra.update(trainer="lora")
+    if method in BALANCED:
+        extra.update(replay_balance="task")
     improved = method == "hf_improved"
     return FusionConfig(
         target_model=str(bench.target_dir), target_adapter=str(bench.anchor), sources=sources,
@@ -317,7 +327,6 @@ RUNNERS: dict[str, Callable[..., dict]] = {
     "reference": lambda bench, regime, lr, seed, **_: reference_scores(bench),
     "anchor": run_anchor,
     **{m: _merge_runner(m) for m in MERGES},
-    **{m: _fusion_runner(m) for m in ("sft", "sft_teacher", "hf", "hf_improved", "hf_placebo", "hf_teacher",
-                                      "hf_teacher_placebo")},
+    **{m: _fusion_runner(m) for m in ("sft", "hf", "hf_improved", "hf_placebo", *TEACHER_METHODS)},
 }
 

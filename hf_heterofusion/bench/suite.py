@@ -117,8 +117,10 @@ def summarise(results: dict) -> None:
     results["tables"], results["paired"], results["cells"] = {}, {}, {}
     for name, entries in results.get("runs", {}).items():
         results["tables"][name] = summarise_regime(entries, tasks, reference)
-        primary = "hf_teacher" if entries.get("hf_teacher", {}).get("seeds") else "hf"
-        results["paired"][name] = {"primary": primary, "vs": paired_table(entries, primary)}
+        # Each teacher variant that ran is compared with every control; without one, HeteroFusion itself.
+        primaries = [m for m in ("hf_teacher", "hf_teacher_bal") if entries.get(m, {}).get("seeds")] or ["hf"]
+        results["paired"][name] = {"primary": primaries[0], "vs": paired_table(entries, primaries[0]),
+                                   "also": {m: paired_table(entries, m) for m in primaries[1:]}}
         results["cells"][name] = cells(results, name)
     if results.get("loso"):
         results["loso"]["agreement"] = loso_agreement(results["loso"])
