@@ -112,9 +112,8 @@ def lora_misfit(factors: dict[str, tuple[int, ...]], base: dict[str, tuple[int, 
                 ) -> tuple[str, str, tuple[int, int], tuple[int, ...]] | None:
     """The first LoRA module of `factors` (adapter tensor name -> shape) whose update B @ A is not the shape of its
     base weight in `base` (checkpoint tensor name -> shape), as (module, base weight name, update shape, base
-    shape);
-    None when every module with a base weight fits. Shapes only: the one check behind every "this adapter was
-    trained on another base" error (target, teaching sources, mergekit's data-free mode)."""
+    shape); None when every module with a base weight fits. Shapes only: the one check behind every "this adapter
+    was trained on another base" error (target, teaching sources, mergekit's data-free mode)."""
     for key, a in factors.items():
         if ".lora_A." not in key:
             continue
