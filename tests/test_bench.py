@@ -112,6 +112,32 @@ def test_rerun_computes_nothing_and_reads_the_same_records(quick_run):
     assert results["tables"]["few_labels"]["hf"]["mean"] == before["tables"]["few_labels"]["hf"]["mean"]
 
 
+def test_cached_only_computes_nothing_and_reports_a_missing_run_incomplete(quick_run, tmp_path):
+    from hf_heterofusion.bench.suite import run_suite
+
+    cache = quick_run / "cache"
+    before = _results(quick_run)
+    seed1 = next(p for p in (cache / "runs").glob("*.json")
+                 if json.loads(p.read_text(encoding="utf-8"))["what"].startswith("few_labels / hf / ")
+                 and json.loads(p.read_text(encoding="utf-8"))["what"].endswith("/ seed 1"))
+    hidden = tmp_path / seed1.name
+    seed1.rename(hidden)  # the run cache now lacks one run: HeteroFusion's second seed
+    try:
+        results = run_suite(grid_name="quick", out=tmp_path / "out", cache=cache, threads=1, perf=False,
+                            cached_only=True)
+    finally:
+        hidden.rename(seed1)
+    assert not seed1.with_suffix(".tmp").exists() and len(list((cache / "runs").glob("*.json"))) > 1
+    records = [r for entries in results["runs"].values() for e in entries.values() for r in e["seeds"].values()]
+    assert records and all(r["cached"] for r in records)
+    # few_labels and seeds_only share the no-teacher fusion runs, so both lose that seed.
+    for regime in ("few_labels", "seeds_only"):
+        assert results["cells"][regime]["hf"] == f"1/{len(QUICK.seeds)} seeds"
+        assert results["cells"][regime]["sft"] == "complete"
+    assert results["cells"]["paper"] == before["cells"]["paper"]
+    assert results["tables"]["paper"]["hf"]["mean"] == before["tables"]["paper"]["hf"]["mean"]
+
+
 def test_report_only_snapshot_rewrites_the_chart_link(quick_run, tmp_path):
     from hf_heterofusion.bench.__main__ import main
 

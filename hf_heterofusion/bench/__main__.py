@@ -3,7 +3,8 @@
 
 Every run is cached by content hash (`tuning.py`), so an interrupted invocation resumes where it stopped; with
 `--background` the invocation detaches and logs to `<out>/bench.log`. `--report-only [--snapshot docs]`
-re-renders (and copies into docs/) the report of what is complete, without running anything.
+re-renders (and copies into docs/) the report of what is complete, without running anything; `--cached-only`
+builds that report from the run cache itself (e.g. after regimes ran as separate, parallel invocations).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES, metavar="REGIME",
                    help=f"run only these regimes ({', '.join(REGIMES)}; default all)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out refits")
+    p.add_argument("--cached-only", action="store_true",
+                   help="compute no run: build the report from the run cache (e.g. after invocations run in "
+                        "parallel); missing cells are reported incomplete")
     p.add_argument("--background", action="store_true",
                    help="detach (nohup-like) and log to <out>/bench.log; rerun the same command to resume")
     p.add_argument("--report-only", action="store_true", help="re-render <out>/results.{md,png} from results.json")
@@ -83,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run_suite(grid_name=args.grid or ("quick" if args.quick else "full"), out=args.out, cache=args.cache,
               threads=args.threads, seeds=args.seeds, perf=not args.skip_perf, only=args.only,
-              regimes=args.regimes, loso=not args.no_loso,
+              regimes=args.regimes, loso=not args.no_loso, cached_only=args.cached_only,
               command=" ".join(["python -m hf_heterofusion.bench", *argv]))
     return 0
 

@@ -87,6 +87,7 @@ class Bench:
     regimes: dict[str, RegimeData] = field(default_factory=dict)
     features: Features = field(default_factory=detect)
     results: dict[str, Any] = field(default_factory=dict)
+    cached_only: bool = False  # read runs back from the cache, never compute one (`--cached-only`)
 
     @property
     def eval_tasks(self) -> tuple[str, ...]:

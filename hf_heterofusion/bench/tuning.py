@@ -49,6 +49,10 @@ _NOT_IN_KEY = ("perf", "scaling", "reductions", "seeds", "name", "regimes", "tun
                "loso_regime", "sft_lrs", "fusion_lrs", "sweep_extend", "sft_lr", "placebo_in_noisy", "fusion_lr")
 
 
+class NotCached(LookupError):
+    """A run that `--cached-only` would have had to compute; its cell stays incomplete."""
+
+
 def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, seed: int,
             drop_source: str | None = None) -> str:
     grid = {k: v for k, v in bench.grid.to_dict().items() if not k.startswith(_NOT_IN_KEY)}
@@ -98,6 +102,8 @@ def cached_run(bench: Bench, regime: RegimeData, method: str, lr: float | None, 
         except (OSError, json.JSONDecodeError, KeyError):
             pass  # unreadable: compute again
     what = f"{regime.name} / {method} / lr {lr} / seed {seed}" + (f" / minus {drop_source}" if drop_source else "")
+    if bench.cached_only:
+        raise NotCached(what)
     logger.info("run %s", what)
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -181,7 +187,9 @@ def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
             methods.remove(m)
             logger.info("skip %s / %s: %s", name, m, reason)
 
-    def store(method: str, record: dict) -> None:
+    def store(method: str, record: dict | None) -> None:
+        if record is None:
+            return
         entry = runs.setdefault(method, {"seeds": {}, "sweep": {}})
         entry["seeds"][str(record["seed"])] = record
         if on_result is not None:
@@ -193,24 +201,37 @@ def run_regime(bench: Bench, name: str, *, only: Sequence[str] | None = None,
     borrowed = [m for m in methods if m in CONTROLLED_BY and m not in tuned]
     # 1. deterministic methods and the random merge's first seed; 2. every sweep on the first seed.
     for m in [x for x in methods if x in DETERMINISTIC or x == "dare_ties"]:
-        store(m, cached_run(bench, regime, m, None, first if m != "anchor" else 0))
-    for m in tuned:
+        store(m, attempt(cached_run, bench, regime, m, None, first if m != "anchor" else 0))
+    for m in list(tuned):
         entry = runs.setdefault(m, {"seeds": {}, "sweep": {}})
-        records = sweep_runs(bench, regime, m, first, entry["sweep"])
+        records = attempt(sweep_runs, bench, regime, m, first, entry["sweep"])
+        if records is None:  # an incomplete sweep chooses no lr: the method has no cell yet
+            tuned.remove(m)
+            continue
         entry["lr"] = choose_lr(entry["sweep"])
         entry["lr_rule"] = "own sweep (best dev average)"
         store(m, records[f"{entry['lr']:g}"])
     # 3. the placebo controls' first seed at the lr of the method they control.
+    borrowed = [m for m in borrowed if "lr" in runs.get(CONTROLLED_BY[m], {})]
     for m in borrowed:
         lr = runs[CONTROLLED_BY[m]]["lr"]
         runs.setdefault(m, {"seeds": {}, "sweep": {}}).update(lr=lr, lr_rule=f"lr of `{CONTROLLED_BY[m]}`")
-        store(m, cached_run(bench, regime, m, lr, first))
+        store(m, attempt(cached_run, bench, regime, m, lr, first))
     # 4. the other seeds.
     for seed in rest:
         if "dare_ties" in methods:
-            store("dare_ties", cached_run(bench, regime, "dare_ties", None, seed))
+            store("dare_ties", attempt(cached_run, bench, regime, "dare_ties", None, seed))
         for m in tuned + borrowed:
-            store(m, cached_run(bench, regime, m, runs[m]["lr"], seed))
+            store(m, attempt(cached_run, bench, regime, m, runs[m]["lr"], seed))
+
+
+def attempt(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, or None for a run `--cached-only` does not compute (only ever raised in that mode)."""
+    try:
+        return fn(*args)
+    except NotCached as missing:
+        logger.info("not in the run cache, left incomplete: %s", missing)
+        return None
 
 
 def run_loso(bench: Bench, on_result: Callable[[], None] | None = None) -> None:
@@ -227,7 +248,9 @@ def run_loso(bench: Bench, on_result: Callable[[], None] | None = None) -> None:
                            "per_source": {}}
     bench.results["loso"] = out
     for i, task in enumerate(g.tasks[1:]):
-        record = cached_run(bench, regime, method, lr, seed, drop_source=task)
+        record = attempt(cached_run, bench, regime, method, lr, seed, task)
+        if record is None:
+            continue
         ablation = full.get("ablation") or []
         out["per_source"][task] = {
             "avg": record["avg"], "task_score": record["scores"][task], "drop": full["avg"] - record["avg"],
