@@ -388,3 +388,25 @@ def test_align_units_pairs_tail_layers_by_role(fixture_zoo):
         assert len(unit.sources) == (1 if m.layer >= offset else 0)
         for a, b, _ in unit.sources:
             assert a.shape == m.A.shape and b.shape == m.B.shape
+
+
+def test_teacher_row_stats_flag_made_up_arguments_and_foreign_prompts(capsys, tmp_path):
+    from hf_heterofusion.bench import teacher_rows
+
+    rows = [
+        {"source": "ner_location", "prompt": "Locations in: Alice flew to Paris.\n", "response": "location: Paris"},
+        {"source": "ner_location", "prompt": "Locations in: 1728 (The world of merchants)\n",
+         "response": "location: London"},  # not in the prompt: made up
+        {"source": "ner_location", "prompt": "Locations in: 800\n", "response": "none"},
+        {"source": "ner_location", "prompt": "Locations in: Bob met Carol.\n", "response": "no idea"},  # unparsable
+        {"source": "sentiment", "prompt": "Sentiment of: The soup was awful.\n", "response": "negative"},
+    ]
+    stats = teacher_rows.row_stats(rows)
+    loc = stats["ner_location"]
+    assert loc["rows"] == 4 and loc["lexicon"] == 50.0 and loc["none"] == 25.0
+    assert loc["grounded"] == pytest.approx(100.0 / 3)
+    assert stats["sentiment"] == {"rows": 1, "lexicon": 0.0, "none": 0.0}  # classification: no `grounded`
+    path = tmp_path / "teacher_replay.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert teacher_rows.main([str(path)]) == 0
+    assert "grounded  33.3 %" in capsys.readouterr().out
