@@ -10,7 +10,7 @@ Modules, in pipeline order: `grid` (sizes, regimes, sweeps), `models` (install a
 pipeline switches this checkout has), `baselines` (Task Arithmetic / TIES / DARE transfer, placebo sources), `run`
 (one run of a method), `tuning` (lr sweeps, seeds, LOSO refits, the run cache), `stats` (efficiency, retention,
 paired t-intervals, rank agreement), `perf` (fit cost, export, memory, scaling), `report` (markdown, JSON, chart),
-`suite` (all of it, resumable).
+`suite` (all of it, resumable). Beside them, `teacher_rows` checks how close a teacher's rows are to the task.
 """
 
 from __future__ import annotations
