@@ -31,8 +31,8 @@ case "$cmd" in
     demo)     ensure_venv test,bench; exec "$VENV/bin/hf-heterofusion" demo "$@" ;;
     test)     ensure_venv test,bench; exec "$VENV/bin/python" -m pytest "$@" ;;
     test-all) ensure_venv test,bench; exec "$VENV/bin/python" -m pytest -m "" "$@" ;;
-    bench)    ensure_venv test,bench; exec "$VENV/bin/python" -m hf_heterofusion.bench "$@" ;;
-    lint)     ensure_venv test,bench; exec "$VENV/bin/ruff" check hf_heterofusion merge_methods tests ;;
+    bench)    ensure_venv test,bench; exec "$VENV/bin/python" -m benchmarks "$@" ;;
+    lint)     ensure_venv test,bench; exec "$VENV/bin/ruff" check hf_heterofusion merge_methods tests benchmarks ;;
     shell)    ensure_venv test,bench; exec "$@" ;;
-    *) sed -n '2,8p' "$0"; exit 2 ;;
+    *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

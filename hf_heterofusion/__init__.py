@@ -17,27 +17,29 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .merge_methods.hook import install_mergekit_hook as _install_mergekit_hook  # noqa: E402
+from hf_heterofusion.merge_methods.hook import install_mergekit_hook as _install_mergekit_hook  # noqa: E402
 
 
 _install_mergekit_hook()  # `heterofusion` joins mergekit's registry when (and only when) mergekit is imported
 
 _EXPORTS = {
-    "AlignmentPlan": "align",
+    "AlignmentPlan": "method.align",
     "FusionConfig": "config",
+    "FusionReport": "outputs.report",
     "FusionResult": "pipeline",
     "HeteroFusionError": "errors",
     "HeteroFusionWarning": "errors",
-    "LoraAdapter": "adapters",
+    "LoraAdapter": "method.adapters",
+    "PreparedFusion": "prepare",
     "SourceSpec": "config",
-    "align_layers": "align",
+    "align_layers": "method.align",
     "fit": "pipeline",
     "fuse": "pipeline",
-    "load_adapter": "adapters",
-    "match_modules": "align",
-    "patch_lora_weights": "patching",
-    "plan_alignment": "align",
-    "prepare": "pipeline",
+    "load_adapter": "method.adapters",
+    "match_modules": "method.align",
+    "patch_lora_weights": "method.patching",
+    "plan_alignment": "method.align",
+    "prepare": "prepare",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

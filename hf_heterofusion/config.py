@@ -2,7 +2,7 @@
 """The one validated fusion config.
 
 `FusionConfig` holds everything a user types: the inputs (target base, anchor adapter, sources, replay file)
-and the method's parameters, with the paper's key names and defaults (SPEC §2.6). It is a frozen pydantic
+and the method's parameters, with the paper's key names and defaults (paper §2.6). It is a frozen pydantic
 model with `extra="forbid"`, so a typo such as `mu_gat:` fails, naming the key and the closest valid one.
 
 Example (the `parameters:` block of a mergekit YAML uses the same keys, minus the inputs)::
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from hf_heterofusion.errors import ConfigError
 
 
 def _ratio_from_fraction(value: Any) -> Any:
@@ -79,7 +79,7 @@ class FusionConfig(BaseModel):
     sources: tuple[SourceSpec, ...] = Field(min_length=1, description="Source LoRA adapters (other families).")
     replay: str | None = Field(default=None, description="JSONL replay set; required unless `max_steps: 0`.")
 
-    # --- topology alignment (§2.1) -----------------------------------------------------------------------------
+    # --- topology alignment (paper §2.1) -----------------------------------------------------------------------------
     layer_alignment: Literal["tail", "head", "uniform", "naive"] = Field(
         default="tail", description="How target layers are paired with source layers; `tail` is the paper's."
     )
@@ -87,13 +87,13 @@ class FusionConfig(BaseModel):
         default=1.0, gt=0.0, le=1.0, description="Fraction of aligned layer pairs kept (a number or `a/b`, e.g. `3/4`)."
     )
 
-    # --- blocking (§2.2) ---------------------------------------------------------------------------------------
+    # --- blocking (paper §2.2) ------------------------------------------------------------------------------------
     block_size: int | Literal["auto"] = Field(
         default="auto", description="Rows per block token; `auto` (default) = next power of two >= the widest hidden "
         "size of target and sources, which is the paper's 4096 on 4096-wide models."
     )
 
-    # --- transfer nets (§2.3-2.5) ------------------------------------------------------------------------------
+    # --- transfer nets (paper §2.3-2.5) ---------------------------------------------------------------------------
     embed_dim: int = Field(default=1024, ge=8, description="Embedding width E of the encoder and attention.")
     num_heads: int = Field(default=8, ge=1, description="Cross-attention heads.")
     max_position_embeddings: int = Field(default=4096, ge=1, description="Size of the learned position table.")
@@ -108,13 +108,13 @@ class FusionConfig(BaseModel):
         default="b_only", description="Which LoRA factor receives the predicted update (paper: `b_only`)."
     )
 
-    # --- conflict-aware regulariser (§2.3) ---------------------------------------------------------------------
+    # --- conflict-aware regulariser (paper §2.3) ------------------------------------------------------------------
     lambda_reg: float = Field(default=0.005, ge=0.0, description="Weight of the RDM regulariser.")
     mu_target: float = Field(default=0.0, description="Mean of the rectified Gaussian RDM target.")
     sigma_target: float = Field(default=1.0, gt=0.0, description="Std of the rectified Gaussian RDM target.")
     num_projections: int = Field(default=2048, ge=1, description="Random directions K of the sliced Wasserstein.")
 
-    # --- training (§2.6) ---------------------------------------------------------------------------------------
+    # --- training (paper §2.6) ------------------------------------------------------------------------------------
     lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
@@ -138,7 +138,7 @@ class FusionConfig(BaseModel):
     seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
     checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")
 
-    # --- teacher stage (beyond the paper, SPEC 2.10; off by default) -------------------------------------------
+    # --- teacher stage (beyond the paper; off by default) -------------------------------------------
     teacher: Literal["none", "sources"] = Field(
         default="none", description="`sources`: each source expert (its base + adapter) labels prompts of its task, "
         "and the labelled rows join the replay set; `none` is the faithful method.")
@@ -227,10 +227,6 @@ class FusionConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-    @property
-    def steps_note(self) -> str:
-        return f"{self.epochs} epochs x accumulation {self.gradient_accumulation_steps}"
 
 
 PARAMETER_KEYS = tuple(k for k in FusionConfig.model_fields if k not in ("target_model", "target_adapter", "sources"))

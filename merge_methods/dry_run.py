@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """What `hf-heterofusion check` (= `merge --dry-run`) prints: the fusion as planned, before any weights load.
 
-It reads only configs, adapters and safetensors headers (`pipeline.prepare`), so a config that cannot run fails
+It reads only configs, adapters and safetensors headers (`prepare.prepare`), so a config that cannot run fails
 here in seconds with the same one-line error the real run would give after loading the target model.
 The memory and time figures are rough estimates from parameter counts and labelled as such.
 """
@@ -14,9 +14,12 @@ from pathlib import Path
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import MERGED_SUBDIR, ROLES
-from hf_heterofusion.pipeline import PreparedFusion, prepare, resolve_input
-from hf_heterofusion.safetensors_header import checkpoint_header
-from hf_heterofusion.sizing import suggestion, target_parameters
+from hf_heterofusion.data.safetensors_header import checkpoint_header
+from hf_heterofusion.inputs import resolve_input
+from hf_heterofusion.outputs.memory import estimate_fit_memory
+from hf_heterofusion.outputs.report import source_reports
+from hf_heterofusion.outputs.sizing import suggestion, target_parameters
+from hf_heterofusion.prepare import PreparedFusion, prepare
 
 from .yaml_config import MergeYaml
 from .yaml_trained import TrainedJob
@@ -116,14 +119,14 @@ def _inputs(prepared: PreparedFusion) -> list[str]:
         f"         anchor adapter {cfg.target_adapter}",
         "sources",
     ]
-    for k, rep in enumerate(prepared.source_reports):
-        rank = f"rank {rep['original_rank']}"
-        if rep["original_rank"] != target.rank:
-            rank += f" -> {target.rank} (re-factored by SVD, {rep['energy_kept']:.1%} of the energy kept)"
-        roles = " ".join(r for r in ROLES if r in rep["roles"]) or "none"
-        lines.append(f"  [{k}] {rep['family'] or 'unknown family'}: {rep['num_layers']} layers, "
-                     f"hidden {rep['hidden_size']}, {rank}, weight {rep['weight']:g}, roles {roles}")
-        lines.append(f"      {rep['adapter']}")
+    for k, rep in enumerate(source_reports(prepared)):
+        rank = f"rank {rep.original_rank}"
+        if rep.original_rank != rep.rank:
+            rank += f" -> {rep.rank} (re-factored by SVD, {rep.energy_kept:.1%} of the energy kept)"
+        roles = " ".join(r for r in ROLES if r in rep.roles) or "none"
+        lines.append(f"  [{k}] {rep.family or 'unknown family'}: {rep.num_layers} layers, "
+                     f"hidden {rep.hidden_size}, {rank}, weight {rep.weight:g}, roles {roles}")
+        lines.append(f"      {rep.adapter}")
     return lines
 
 
@@ -172,17 +175,16 @@ def _hypernet(prepared: PreparedFusion) -> list[str]:
 
 
 def _estimates(prepared: PreparedFusion, replay_count: int) -> list[str]:
-    from hf_heterofusion.train import lr_schedule_steps
+    from hf_heterofusion.method.train import lr_schedule_steps
 
     cfg = prepared.config
     mc = prepared.target_model_config
     n_params, n_bytes, _ = checkpoint_stats(prepared.target_model_dir)
     hyper = sum(prepared.hypernet_parameters().values())
-    train_state = hyper * 4 * 4  # fp32 weights, gradients and AdamW's two moments
-    base_fp32 = n_params * 4  # the fit loads the target in fp32
     tokens = cfg.batch_size * cfg.max_length
-    hidden, layers = mc.get("hidden_size") or 0, mc.get("num_hidden_layers") or 0
-    activations = tokens * hidden * layers * 80  # ~20 fp32 values per hidden unit, layer and token, with backward
+    memory = estimate_fit_memory(n_params, cfg.torch_dtype, hypernet_parameters=hyper,
+                                 hidden_size=mc.get("hidden_size") or 0, num_layers=mc.get("num_hidden_layers") or 0,
+                                 vocab_size=mc.get("vocab_size") or 0, tokens=tokens)
     _, steps = lr_schedule_steps(replay_count, cfg, 1) if replay_count else (0, 0)
     # Per optimiser step: frozen target forward + backward to the patched B' (~4 FLOPs per parameter and token),
     # plus the nets' forward + backward (~6 FLOPs per net parameter and block token) once per micro-batch.
@@ -194,10 +196,9 @@ def _estimates(prepared: PreparedFusion, replay_count: int) -> list[str]:
     step_flops = cfg.gradient_accumulation_steps * 4 * n_params * tokens + passes * net_flops
     lines = [
         "estimates (rough, from parameter counts; not measured)",
-        f"  memory: hypernets {hyper:,} params x 4 B x 4 (weights, grads, AdamW) = {_bytes(train_state)}; "
-        f"target {n_params:,} params = {_bytes(n_bytes)} on disk, {_bytes(base_fp32)} in fp32 for training; "
-        f"activations ~{_bytes(activations)} (batch {cfg.batch_size} x {cfg.max_length} tokens, upper bound); "
-        f"total ~{_bytes(train_state + base_fp32 + activations)}",
+        f"  memory: hypernets {hyper:,} params; target {n_params:,} params ({_bytes(n_bytes)} on disk, "
+        f"{cfg.torch_dtype or 'float32'} for training); batch {cfg.batch_size} x {cfg.max_length} tokens",
+        f"  {memory.line('fit')}",
     ]
     if replay_count:
         lines.append(f"  steps: {replay_count} replay examples, {cfg.epochs} epoch(s), accumulation "

@@ -16,7 +16,7 @@ Only the target base is read through mergekit's loader (`LoadTensor`, lazily, on
 `--out-shard-size`, `--safe-serialization`, `--async-write`, `--write-threads`, `--clone-tensors`, `--device`,
 `--cuda`, `--read-to-gpu` and `--low-cpu-memory` act as in `mergekit-yaml`; `out_dtype:` casts every written
 tensor. The whole output (adapter, merged model, report, configs, card) is written into a staging folder that
-replaces `OUT_DIR` only when complete (`export.staged_output`).
+replaces `OUT_DIR` only when complete (`files.staged_output`), side files through `outputs.writer`.
 
 Layouts (`parameters: {output: ...}`):
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,20 +38,15 @@ from mergekit.common import ModelPath, ModelReference, dtype_from_name
 from mergekit.graph import Executor, Task
 from mergekit.io.tasks import FinalizeModel, LoaderCache, LoadTensor, SaveTensor, TensorWriterTask
 
-from hf_heterofusion.adapters import LORA_KEY_RE, PEFT_PREFIX, peft_scaling
 from hf_heterofusion.config import FusionConfig
-from hf_heterofusion.constants import (
-    ADAPTER_CONFIG_NAME,
-    ADAPTER_WEIGHTS_NAME,
-    CONFIG_COPY_NAME,
-    LOSS_PLOT_NAME,
-    MERGED_SUBDIR,
-    REPORT_NAME,
-)
+from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, MERGED_SUBDIR
+from hf_heterofusion.data.safetensors_header import LORA_KEY_RE, PEFT_PREFIX, checkpoint_files, file_shapes
 from hf_heterofusion.errors import ConfigError
+from hf_heterofusion.files import ensure_new_output, staged_output
+from hf_heterofusion.method.adapters import peft_scaling
+from hf_heterofusion.outputs.report import FusionReport
+from hf_heterofusion.outputs.writer import OutputFiles, write_side_files
 from hf_heterofusion.pipeline import FitResult
-from hf_heterofusion.safetensors_header import checkpoint_files, file_shapes
-from hf_heterofusion.teacher import TEACHER_REPLAY_NAME
 
 from .tasks import FitHeteroFusion, FoldLoraIntoWeight, WriteFusedAdapter, local_input
 
@@ -61,7 +56,6 @@ if TYPE_CHECKING:
 
 
 LOG = logging.getLogger(__name__)
-MERGEKIT_CONFIG_NAME = "mergekit_config.yml"
 TOKENIZER_FILES = (
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
     "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
@@ -183,7 +177,7 @@ def plan_fusion(cfg: FusionConfig, layout: OutputLayout, options: MergeOptions, 
 
 def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeOptions, config_source: str,
                       dtype: str | None = None, out_dtype: str | None = None, overwrite: bool = False,
-                      lock: str | Path | None = None) -> dict:
+                      lock: str | Path | None = None) -> FusionReport:
     """Fit and export one trained-mode `heterofusion` config; returns the fusion report.
 
     Args:
@@ -200,10 +194,8 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
         `OutputExistsError`: `out_dir` is not empty and `overwrite` is off (checked before training).
         `ConfigError`: the merged export cannot fold the anchor (checked before training).
     """
-    from hf_heterofusion.export import check_output_dir, staged_output
-
     out_dir = Path(out_dir)
-    check_output_dir(out_dir, overwrite)  # fail before the training, not after
+    ensure_new_output(out_dir, overwrite)  # fail before the training, not after
     if options.multi_gpu:
         LOG.warning("--multi-gpu: the fit is one task every export task depends on, so the graph runs on one "
                     "device (training itself can use several GPUs through `accelerate launch`)")
@@ -222,17 +214,17 @@ def run_trained_merge(cfg: FusionConfig, out_dir: str | Path, *, options: MergeO
                 result = value
         if result is None:  # pragma: no cover - the fit task is always a target
             raise RuntimeError("the fit task produced no result")
-        report = dict(result.report, config_yaml=config_source,
-                      mergekit={"dtype": dtype, "out_dtype": out_dtype, "layout": cfg.output,
-                                "options": options.model_dump(mode="json")})
+        report = replace(result.report, config_yaml=config_source,
+                         mergekit={"dtype": dtype, "out_dtype": out_dtype, "layout": cfg.output,
+                                   "options": options.model_dump(mode="json")})
         if layout.merged_dir is not None:
             _write_merged_files(local_input(cfg.target_model, "target model", lock), layout.merged_dir, options,
                                 dtype=dtype, out_dtype=out_dtype)
         for folder, kind in ((layout.adapter_dir, "adapter"), (layout.merged_dir, "merged")):
             if folder is not None:
-                _write_side_files(folder, dict(report, output_kind=kind), cfg, config_source, options)
-                if result.teacher is not None:  # the rows the teachers wrote, with provenance
-                    result.teacher.write_jsonl(folder / TEACHER_REPLAY_NAME)
+                write_side_files(folder, OutputFiles(replace(report, output_kind=kind), cfg.to_yaml(),
+                                                     mergekit_yaml=config_source, teacher=result.teacher,
+                                                     card=options.write_model_card))
     shutil.rmtree(work_dir, ignore_errors=True)
     return report
 
@@ -245,34 +237,6 @@ def _output_bytes(cfg: FusionConfig, lock: str | Path | None) -> int:
     if cfg.output in ("merged", "both"):
         files.extend(checkpoint_files(local_input(cfg.target_model, "target model", lock)))
     return sum(f.stat().st_size for f in files if f.is_file())
-
-
-def _write_side_files(folder: Path, report: dict, cfg: FusionConfig, config_source: str,
-                      options: MergeOptions) -> None:
-    from hf_heterofusion.export import write_loss_plot
-
-    (folder / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (folder / CONFIG_COPY_NAME).write_text(cfg.to_yaml(), encoding="utf-8")
-    (folder / MERGEKIT_CONFIG_NAME).write_text(config_source, encoding="utf-8")
-    write_loss_plot(report["training"]["losses"], folder / LOSS_PLOT_NAME)
-    if options.write_model_card:
-        _write_card(folder)
-
-
-def _write_card(folder: Path) -> None:
-    """The card is documentation: a failure to render it is logged, never allowed to discard a finished fusion."""
-    from hf_heterofusion.export import is_disk_full
-
-    try:
-        from hf_heterofusion.card import write_card
-    except ImportError:  # pragma: no cover - the card module ships with the package
-        return
-    try:
-        write_card(folder)
-    except Exception as err:
-        if is_disk_full(err):
-            raise  # the output is not finished: `staged_output` turns this into one line
-        LOG.exception("could not write the model card in %s; the fusion output is complete without it", folder)
 
 
 def _write_merged_files(source: Path, folder: Path, options: MergeOptions, *, dtype: str | None,
@@ -293,7 +257,6 @@ def _write_merged_files(source: Path, folder: Path, options: MergeOptions, *, dt
 
 
 __all__ = [
-    "MERGEKIT_CONFIG_NAME",
     "FitHeteroFusion",
     "FoldLoraIntoWeight",
     "FusionGraph",

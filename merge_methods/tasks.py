@@ -21,7 +21,10 @@ from mergekit.io.tasks import LoadTensor
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.errors import ConfigError
-from hf_heterofusion.pipeline import FitResult, fit, resolve_input
+from hf_heterofusion.inputs import resolve_input
+from hf_heterofusion.method.adapters import load_adapter
+from hf_heterofusion.method.export import adapter_base_reference, write_adapter
+from hf_heterofusion.pipeline import FitResult, fit
 
 
 class FitHeteroFusion(Task[FitResult]):
@@ -59,10 +62,6 @@ class WriteFusedAdapter(Task[None]):
         return {"fit": self.fit}
 
     def execute(self, fit: FitResult, **_kwargs: Any) -> None:
-        from hf_heterofusion.adapters import load_adapter
-        from hf_heterofusion.export import adapter_base_reference, write_adapter
-        from hf_heterofusion.pipeline import resolve_input
-
         cfg = FusionConfig.model_validate_json(self.fit.config_json)
         anchor = load_adapter(local_input(cfg.target_adapter, "target adapter", self.fit.lock),
                               allow_pickle=cfg.allow_pickle)

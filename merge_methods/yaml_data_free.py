@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from hf_heterofusion.config import PARAMETER_KEYS
 from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from hf_heterofusion.data.safetensors_header import checkpoint_shapes, file_shapes, lora_misfit
 from hf_heterofusion.errors import ConfigError, IncompatibleAdaptersError
-from hf_heterofusion.safetensors_header import checkpoint_shapes, file_shapes, lora_misfit
 
 from .yaml_config import (
     DATA_FREE_KEYS,

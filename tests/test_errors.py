@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Bad input through the real CLI (issue 7): one `error: ...` line naming the problem and the fix, exit status 2,
+"""Bad input through the real CLI: one `error: ...` line naming the problem and the fix, exit status 2,
 no traceback, and nothing written.
 
 `CASES` is the table: each row builds one bad input under `tmp_path`, runs `hf-heterofusion fuse CONFIG.yml OUT`
@@ -24,11 +24,12 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from hf_heterofusion import cli
-from hf_heterofusion.adapters import load_adapter
+from hf_heterofusion.cli import main as cli
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.errors import AdapterNotFoundError
-from hf_heterofusion.pipeline import _read_model_config, prepare
+from hf_heterofusion.method.adapters import load_adapter
+from hf_heterofusion.outputs.report import source_reports
+from hf_heterofusion.prepare import _read_model_config, prepare
 
 
 PACKAGE_ROOT = Path(cli.__file__).resolve().parent
@@ -398,6 +399,7 @@ def test_at_least_25_distinct_core_cases():
     assert len([c for c in CASES if not c.id.startswith("hub-")]) >= 25
 
 
+@pytest.mark.integration
 def test_console_script_prints_one_line_and_exits_2(tmp_path):
     """The installed `hf-heterofusion` entry point, not just `cli.main`: exit status 2 and no traceback."""
     import subprocess
@@ -416,6 +418,7 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path):
 # ----------------------------------------------------------------------------- handled, not refused (documented)
 
 
+@pytest.mark.integration
 def test_unequal_source_rank_is_refactored_by_svd_and_energy_reported(base_config, fixture_zoo, tmp_path, capsys):
     """Source rank 8 vs target rank 4: no error; the source is re-factored and the energy kept is in the report."""
     cfg = tmp_path / "cfg.yml"
@@ -428,6 +431,7 @@ def test_unequal_source_rank_is_refactored_by_svd_and_energy_reported(base_confi
     assert source["original_rank"] == 8 and 0.5 < source["energy_kept"] < 1.0
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("default::hf_heterofusion.errors.HeteroFusionWarning")
 def test_long_replay_examples_are_truncated_with_a_counted_warning(base_config, tmp_path, capsys):
     """Examples longer than `max_length` are kept (truncated), and the CLI says how many, on one line."""
@@ -442,6 +446,7 @@ def test_long_replay_examples_are_truncated_with_a_counted_warning(base_config, 
     assert report["truncated"] == report["replay_examples"] == 8  # none silently dropped
 
 
+@pytest.mark.integration
 def test_output_directory_is_replaced_with_overwrite(base_config, tmp_path, capsys):
     cfg = tmp_path / "cfg.yml"
     data = dict(base_config, max_steps=0)
@@ -459,7 +464,7 @@ def test_pickle_adapter_loads_when_explicitly_allowed(base_config, fixture_zoo, 
     source = Path(shutil.copytree(fixture_zoo.adapter("qwen2", seed=10), tmp_path / "qwen2-bin"))
     _to_pickle(source, "adapter_model")
     prepared = prepare(FusionConfig.from_mapping(dict(base_config, sources=[str(source)], allow_pickle=True)))
-    assert prepared.source_reports[0]["roles"] == ["down", "gate", "k", "o", "q", "up", "v"]
+    assert source_reports(prepared)[0].roles == ("down", "gate", "k", "o", "q", "up", "v")
 
 
 def test_remote_code_model_passes_the_check_only_when_allowed(make_config, fixture_zoo, tmp_path):

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Faults (issue 7), through the real `hf-heterofusion fuse` command, killed with SIGKILL in subprocesses:
+"""Faults, through the real `hf-heterofusion fuse` command, killed with SIGKILL in subprocesses:
 
 * SIGKILL in the middle of the fit, then the same command again: it resumes from the last checkpoint and writes
   the same adapter, byte for byte, as an uninterrupted run with the same seed;
@@ -27,7 +27,7 @@ import pytest
 import torch
 import yaml
 
-from hf_heterofusion.cli import main
+from hf_heterofusion.cli.main import main
 
 
 CLI = str(Path(sys.executable).parent / "hf-heterofusion")
@@ -39,14 +39,14 @@ STEPS = 8  # 8 replay examples, accumulation 2, 2 epochs: 8 optimiser steps, a c
 HANG_IN_EXPORT = """
 import sys, time
 from pathlib import Path
-import hf_heterofusion.export as export
-from hf_heterofusion.cli import main
+import hf_heterofusion.outputs.writer as writer
+from hf_heterofusion.cli.main import main
 
 def hang(losses, path):
     Path(sys.argv[1]).write_text(str(path.parent))
     time.sleep(600)
 
-export.write_loss_plot = hang
+writer.write_loss_plot = hang
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -149,6 +149,7 @@ def runs(tmp_path_factory, fixture_zoo, replay_file) -> dict:
     return {"root": root, "ref": ref, "fit": fit, "export": export, "after_kill": after_kill}
 
 
+@pytest.mark.integration
 def test_sigkill_mid_fit_then_rerun_resumes_and_matches_uninterrupted_run(runs):
     killed_at = runs["after_kill"]["fit_step"]
     assert 0 < killed_at < STEPS  # the kill landed in the middle of the fit
@@ -162,6 +163,7 @@ def test_sigkill_mid_fit_then_rerun_resumes_and_matches_uninterrupted_run(runs):
     assert sorted(p.name for p in runs["fit"].parent.iterdir()) == ["out"]  # work folder removed once output is in
 
 
+@pytest.mark.integration
 def test_sigkill_during_export_leaves_no_output_and_rerun_succeeds(runs):
     after_kill, out = runs["after_kill"], runs["export"]
     assert after_kill["stage_parent"] == out.parent  # staged next to the output, on the same file system
@@ -175,6 +177,7 @@ def test_sigkill_during_export_leaves_no_output_and_rerun_succeeds(runs):
     assert sorted(p.name for p in out.parent.iterdir()) == ["exporting", "out"]  # stale staging folder removed
 
 
+@pytest.mark.integration
 def test_planted_hub_token_never_appears_in_outputs_or_logs(runs):
     files = [p for p in runs["root"].rglob("*") if p.is_file()]
     assert {"README.md", "fusion_report.json", "heterofusion_config.yml", "ref.log"} <= {p.name for p in files}
@@ -187,7 +190,7 @@ def test_adapter_bytes_do_not_depend_on_the_metadata_order_of_the_process(tmp_pa
     it, so a resumed run can be compared byte for byte with an uninterrupted one."""
     from safetensors.torch import load_file, save
 
-    from hf_heterofusion.export import _sorted_metadata
+    from hf_heterofusion.method.export import _sorted_metadata
 
     weight = torch.arange(6.0).reshape(2, 3)
     raw = save({"w": weight}, metadata={"format": "pt", "hf_heterofusion_version": "0"})

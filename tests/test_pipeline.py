@@ -9,14 +9,17 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from hf_heterofusion.adapters import load_adapter
-from hf_heterofusion.pipeline import fit, fuse, prepare
+from hf_heterofusion.method.adapters import load_adapter
+from hf_heterofusion.outputs.report import source_reports
+from hf_heterofusion.pipeline import fit, fuse
+from hf_heterofusion.prepare import prepare
 
 
 def _load(out_dir):
     return load_file(out_dir / "adapter_model.safetensors")
 
 
+@pytest.mark.integration
 def test_fuse_end_to_end_reloads_with_peft_and_generates(make_config, fixture_zoo, tmp_path):
     cfg = make_config(max_steps=3)
     result = fuse(cfg, tmp_path / "out", show_progress=False)
@@ -38,6 +41,7 @@ def test_fuse_end_to_end_reloads_with_peft_and_generates(make_config, fixture_zo
     assert [p["source"] for p in report["alignment"]["per_source"]] == [0, 1]
 
 
+@pytest.mark.integration
 def test_b_only_keeps_every_A_and_changes_aligned_B(make_config, fixture_zoo, tmp_path):
     cfg = make_config(max_steps=2)
     tensors = fit(cfg, show_progress=False).tensors
@@ -52,6 +56,7 @@ def test_b_only_keeps_every_A_and_changes_aligned_B(make_config, fixture_zoo, tm
     assert changed and all(k.rsplit(".lora_", 1)[0] in aligned for k in changed)
 
 
+@pytest.mark.integration
 def test_without_training_the_zero_decoder_exports_the_target_exactly(make_config, fixture_zoo):
     cfg = make_config(max_steps=0, replay=None)
     tensors = fit(cfg, show_progress=False).tensors
@@ -61,6 +66,7 @@ def test_without_training_the_zero_decoder_exports_the_target_exactly(make_confi
         assert torch.equal(tensors[key], anchor.tensors[key]), key
 
 
+@pytest.mark.integration
 def test_same_seed_gives_identical_tensors_and_other_seed_differs(make_config):
     a = fit(make_config(max_steps=2, seed=3), show_progress=False).tensors
     b = fit(make_config(max_steps=2, seed=3), show_progress=False).tensors
@@ -70,8 +76,8 @@ def test_same_seed_gives_identical_tensors_and_other_seed_differs(make_config):
 
 
 def test_gradients_reach_only_transfer_nets_and_alphas(make_config):
-    from hf_heterofusion.fusion import FusionModel
-    from hf_heterofusion.patching import patch_lora_weights
+    from hf_heterofusion.method.fusion import FusionModel
+    from hf_heterofusion.method.patching import patch_lora_weights
     from hf_heterofusion.pipeline import _load_target
 
     cfg = make_config()
@@ -96,21 +102,22 @@ def test_unequal_source_rank_is_refactored_and_reported(make_config):
     cfg = make_config(sources=("qwen2", "mistral"), ranks=[8, 2], max_steps=1)
     prepared = prepare(cfg)
     assert all(m.rank == 4 for s in prepared.sources for m in s.modules)
-    r8, r2 = prepared.source_reports
-    assert r8["original_rank"] == 8 and 0 < r8["energy_kept"] < 1
-    assert r2["original_rank"] == 2 and r2["energy_kept"] == pytest.approx(1.0)
+    r8, r2 = source_reports(prepared)
+    assert r8.original_rank == 8 and 0 < r8.energy_kept < 1 and r8.rank == 4
+    assert r2.original_rank == 2 and r2.energy_kept == pytest.approx(1.0) and r2.rank == 4
 
 
+@pytest.mark.integration
 def test_replay_balance_task_trains_on_equal_task_shares_and_reports_them(make_config, tmp_path):
     """6 `a` rows and 2 `b` rows: `replay_balance: task` trains on 6 + 6 (one window more per epoch than 8 rows);
     `none` (the default) trains on the 8 rows as they are and reports no balance."""
     replay = tmp_path / "tagged.jsonl"
     rows = [{"prompt": f"Q{i}:", "response": f" a{i}", "task": "a" if i < 6 else "b"} for i in range(8)]
     replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plain = fit(make_config(sources=("qwen2",), replay=str(replay)), show_progress=False).report["training"]
+    plain = fit(make_config(sources=("qwen2",), replay=str(replay)), show_progress=False).report.training
     balanced = fit(make_config(sources=("qwen2",), replay=str(replay), replay_balance="task"),
-                   show_progress=False).report["training"]
-    assert plain["replay_balance"] is None and plain["replay_examples"] == 8 and plain["optimizer_steps"] == 4
-    assert balanced["replay_balance"] == {"mode": "task", "groups": {"a": 6, "b": 2}, "rows_per_group": 6,
-                                          "rows": 12}
-    assert balanced["replay_examples"] == 12 and balanced["optimizer_steps"] == 6
+                   show_progress=False).report.training
+    assert plain.replay_balance is None and plain.replay_examples == 8 and plain.optimizer_steps == 4
+    assert balanced.replay_balance == {"mode": "task", "groups": {"a": 6, "b": 2}, "rows_per_group": 6,
+                                       "rows": 12}
+    assert balanced.replay_examples == 12 and balanced.optimizer_steps == 6

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 
-# No Xet on the fake hub: without this, uploads of LFS files fail with a 404 on /xet-write-token (hub.md §0).
+# No Xet on the fake hub: without this, uploads of LFS files fail with a 404 on /xet-write-token.
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 
-from .fakehub import FakeHub, start_server  # noqa: E402
+from hf_heterofusion.testing.fakehub import FakeHub, start_server  # noqa: E402
 
 
 if TYPE_CHECKING:

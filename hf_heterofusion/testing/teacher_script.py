@@ -13,8 +13,8 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from hf_heterofusion.config import FusionConfig
-from hf_heterofusion.pipeline import prepare
-from hf_heterofusion.teacher import run_teachers
+from hf_heterofusion.prepare import prepare
+from hf_heterofusion.teacher.run import run_teachers
 
 
 def main(config_path: str, out_path: str) -> None:

@@ -1,0 +1,79 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The data of each benchmark regime: which rows are labelled, which prompts a teacher gets, which source pool.
+
+A regime is written once per run into `<out>/work/regimes/<name>/` (a labelled replay JSONL and one prompts JSONL
+per source task) and identified by a fingerprint of its content, which goes into every run's cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hf_heterofusion.examples import synthetic
+
+from .grid import Grid
+from .zoo import TaskSplits
+
+
+REGIME_TITLES = {
+    "paper": "paper: labelled replay rows for every task",
+    "few_labels": "few labels: anchor task labelled, a few labelled rows + unlabeled prompts per source task",
+    "seeds_only": "seeds only: a few labelled rows per source task; a teacher synthesizes its own prompts",
+    "noisy": "noisy pool: few labels plus task-irrelevant source experts",
+}
+TEACHER_REGIMES = ("few_labels", "seeds_only", "noisy")  # where a teacher has something to label
+
+
+@dataclass(frozen=True)
+class RegimeData:
+    name: str
+    pool: str  # "single" (one expert per source task) or "noisy" (plus the task-irrelevant experts)
+    replay: Path  # the labelled rows every trained method sees
+    n_labelled: int
+    prompts: dict[str, Path]  # source task -> prompts JSONL a teacher labels (empty in `paper`)
+    synthesize: int  # prompts each teaching source also synthesizes
+    fingerprint: str  # everything above
+    rows_fingerprint: str  # the labelled rows and the pool only: all a run without a teacher reads
+
+    @property
+    def teaches(self) -> bool:
+        return self.name in TEACHER_REGIMES
+
+
+def labelled_rows(grid: Grid, splits: Mapping[str, TaskSplits], name: str) -> list[dict]:
+    """The labelled rows of regime `name` (the anchor's task keeps its full replay share outside `paper`)."""
+    anchor, sources = grid.tasks[0], grid.tasks[1:]
+    if name == "paper":
+        return [row for t in grid.tasks for row in splits[t].replay]
+    return list(splits[anchor].replay) + [row for t in sources for row in splits[t].replay[:grid.n_labels]]
+
+
+def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: Path) -> RegimeData:
+    if name not in REGIME_TITLES:
+        raise ValueError(f"unknown regime `{name}`; choose from {', '.join(REGIME_TITLES)}")
+    folder = work / "regimes" / name
+    rows = labelled_rows(grid, splits, name)
+    replay = synthetic.write_jsonl(rows, folder / "replay.jsonl")
+    prompts: dict[str, Path] = {}
+    synthesize = 0
+    if name in ("few_labels", "noisy"):
+        for t in grid.tasks[1:]:
+            prompts[t] = synthetic.write_jsonl([{"prompt": r["prompt"], "task": t} for r in splits[t].pool],
+                                               folder / f"prompts_{t}.jsonl")
+    elif name == "seeds_only":
+        # The labelled seed rows are the only prompts: the teacher relabels them and synthesizes `n_synth` more.
+        synthesize = grid.n_synth
+        for t in grid.tasks[1:]:
+            prompts[t] = synthetic.write_jsonl([{"prompt": r["prompt"], "task": t}
+                                                for r in splits[t].replay[:grid.n_labels]],
+                                               folder / f"prompts_{t}.jsonl")
+    content = {"rows": rows, "prompts": {t: p.read_text(encoding="utf-8") for t, p in prompts.items()},
+               "synthesize": synthesize, "pool": "noisy" if name == "noisy" else "single"}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    rows_only = {"rows": rows, "pool": content["pool"]}
+    rows_digest = hashlib.sha256(json.dumps(rows_only, sort_keys=True).encode()).hexdigest()[:16]
+    return RegimeData(name, content["pool"], replay, len(rows), prompts, synthesize, digest, rows_digest)

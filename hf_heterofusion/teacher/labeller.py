@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One teacher at work: load (lazily), synthesize prompts from seeds, label prompts, with a content-hash cache.
+
+The cache holds raw generations (text, tokens, eos, log-probability); the filters run after it, so changing a
+filter never re-runs a teacher. Entries are appended batch by batch (one file per process), which makes a killed
+run resume at the first unfinished batch. Batches are fixed slices of the full prompt list, whatever is cached,
+so a resumed or multi-process run pads and decodes every batch exactly like an uninterrupted single run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import math
+import os
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.data.encoding import encode_prompt_ids
+from hf_heterofusion.data.generation import Generation, generate_batch
+from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
+from hf_heterofusion.data.replay import Prompt
+from hf_heterofusion.errors import ConfigError
+from hf_heterofusion.files import write_atomic
+from hf_heterofusion.teacher.cache import cache_root, content_key, digest_dir, generation_settings
+from hf_heterofusion.teacher.filters import is_degenerate
+from hf_heterofusion.teacher.plan import TeacherPlan, TeacherPrompt
+
+
+logger = logging.getLogger(__name__)
+
+SHOTS = 4  # seed prompts shown per synthesis query
+
+
+def _as_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt if m["role"] != "system")
+
+
+class Labeller:
+    """Generations of one teaching source; the model is loaded only when something is not cached."""
+
+    def __init__(self, plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show_progress: bool = True):
+        self.plan, self.cfg, self.show_progress = plan, cfg, show_progress
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.world = accelerator.num_processes if accelerator is not None else 1
+        self.device = accelerator.device if accelerator is not None else torch.device("cpu")
+        self.base_digest = plan.base_revision or digest_dir(plan.base_dir)
+        self.adapter_digest = plan.adapter_revision or digest_dir(plan.adapter_dir)
+        self.key = content_key({"base": self.base_digest, "adapter": self.adapter_digest, "format": plan.prompt_format,
+                         **generation_settings(cfg)})[:24]
+        self.dir = cache_root() / "teacher" / self.key
+        self.cached, self.loaded = 0, False
+        self._model = self._tokenizer = None
+
+    # ------------------------------------------------------------------------------------------- labelling
+
+    def label(self, prompts: list[Prompt]) -> list[Generation]:
+        """Greedy answers for `prompts`, in order (cached ones are not regenerated)."""
+        keys = [content_key(list(p) if isinstance(p, tuple) else p) for p in prompts]
+        cache = self._read_cache()
+        self.cached = sum(k in cache for k in keys)
+        size = self.cfg.teacher_batch_size
+        batches = [list(range(s, min(s + size, len(prompts)))) for s in range(0, len(prompts), size)]
+        todo = [b for b in batches if any(keys[i] not in cache for i in b)]
+        mine = todo[self.rank::self.world]
+        fresh: list[tuple[str, dict]] = []
+        bar = tqdm(mine, desc=f"teacher {self.plan.name}", unit="batch",
+                   disable=not self.show_progress or self.rank != 0, leave=False)
+        for batch in bar:
+            ids = [self._encode(prompts[i]) for i in batch]
+            gens = generate_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens)
+            entries = [(keys[i], _to_json(g)) for i, g in zip(batch, gens)]
+            self._append(entries)
+            fresh += entries
+        if self.world > 1 and todo:
+            from accelerate.utils import gather_object
+
+            fresh = gather_object(fresh)
+        cache.update(dict(fresh))
+        return [_from_json(cache[k]) for k in keys]
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        fmt, tok = self.plan.prompt_format, self.tokenizer
+        if fmt == "auto":
+            fmt = "chat" if isinstance(prompt, tuple) and getattr(tok, "chat_template", None) else "plain"
+        if fmt == "chat":
+            if not getattr(tok, "chat_template", None):
+                raise ConfigError(f"source `{self.plan.name}` has `prompt_format: chat` but its tokenizer has no chat "
+                                  f"template; use `prompt_format: plain`")
+            messages = prompt if isinstance(prompt, tuple) else ({"role": "user", "content": prompt},)
+            return encode_prompt_ids(messages, tok, where=f"a prompt of source `{self.plan.name}`")
+        return encode_prompt_ids(_as_text(prompt), tok)
+
+    # ------------------------------------------------------------------------------------------ synthesis
+
+    def synthesize(self) -> tuple[list[TeacherPrompt], dict]:
+        """`plan.synthesize` new prompts by few-shot prompting the source *base* with its seed prompts.
+
+        The base (adapter disabled) continues a list of the task's prompts; the adapter was trained to answer
+        prompts, not to write them. Each query shows `SHOTS` seeds in a seeded random order and ends with the
+        seeds' common prefix (often the task's instruction), and one new prompt is read up to the separator.
+        Candidates are deduplicated against the seeds and each other and filtered like answers.
+        """
+        plan, cfg = self.plan, self.cfg
+        texts = [_as_text(s) for s in plan.seeds]
+        path = cache_root() / "teacher" / f"synth-{content_key([self.base_digest, texts, plan.synthesize, cfg.seed, cfg.teacher_batch_size])[:24]}.json"
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in
+                    enumerate(data["prompts"])], data["stats"]
+        line_mode = all(t.count("\n") <= 1 and (t.endswith("\n") or "\n" not in t) for t in texts)
+        sep = "\n" if line_mode else "\n###\n"
+        suffix = "\n" if all(t.endswith("\n") for t in texts) else ""
+        prefix = os.path.commonprefix(texts)
+        prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""  # cut at a word boundary
+        budget = 2 * max(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) + 8
+        seen = {" ".join(t.split()).lower() for t in texts}
+        accepted: list[str] = []
+        stats = {"queries": 0, "duplicate": 0, "empty": 0, "truncated": 0, "degenerate": 0}
+        size = cfg.teacher_batch_size
+        limit = math.ceil(4 * plan.synthesize / size) + self.world
+        batch = 0
+        while len(accepted) < plan.synthesize and batch < limit:
+            mine = batch + self.rank
+            rows = []
+            for row in range(size):
+                rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
+                shots = rng.sample(texts, min(SHOTS, len(texts)))
+                context = ("".join(t if t.endswith("\n") else t + "\n" for t in shots) if line_mode
+                           else sep.join(s.strip() for s in shots) + sep) + prefix
+                rows.append(encode_prompt_ids(context, self.tokenizer))
+            with self.model.disable_adapter():
+                gens = generate_batch(self.model, self.tokenizer, rows, max_new_tokens=budget, sample=True,
+                                      seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine)
+            results = [(mine, [_to_json(g) for g in gens])]
+            if self.world > 1:
+                from accelerate.utils import gather_object
+
+                results = gather_object(results)
+            for _, batch_gens in sorted(results, key=lambda r: r[0]):
+                for g in map(_from_json, batch_gens):
+                    stats["queries"] += 1
+                    cut = g.text.find(sep.strip("\n") or "\n") if not line_mode else g.text.find("\n")
+                    if cut < 0 and not g.finished:
+                        stats["truncated"] += 1
+                        continue
+                    body = (g.text if cut < 0 else g.text[:cut]).rstrip()
+                    if not body.strip():
+                        stats["empty"] += 1
+                    elif is_degenerate(g.token_ids, cfg.teacher_repeat_ngram):
+                        stats["degenerate"] += 1
+                    elif " ".join((prefix + body).split()).lower() in seen:
+                        stats["duplicate"] += 1
+                    elif len(accepted) < plan.synthesize:
+                        seen.add(" ".join((prefix + body).split()).lower())
+                        accepted.append(prefix + body + suffix)
+            batch += self.world
+        if self.rank == 0:
+            write_atomic(path, json.dumps({"prompts": accepted, "stats": stats}))
+        if len(accepted) < plan.synthesize:
+            logger.warning("source %s: synthesized only %d of %d prompts (%s)", plan.name, len(accepted),
+                           plan.synthesize, stats)
+        return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in enumerate(accepted)], \
+            stats
+
+    def _wrap(self, text: str) -> Prompt:
+        """A synthesized prompt in the seeds' shape: chat seeds give a one-turn chat."""
+        return ({"role": "user", "content": text},) if isinstance(self.plan.seeds[0], tuple) else text
+
+    # ------------------------------------------------------------------------------------ model and cache
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.plan.base_dir, what=f"teacher base of {self.plan.name}")
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            model = load_causal_lm(self.plan.base_dir, self.plan.adapter_dir,
+                                   trust_remote_code=self.cfg.trust_remote_code,
+                                   what=f"teacher base of {self.plan.name}")
+            if self.cfg.teacher_placebo:  # same base, same A, no skill: B = 0 makes the adapter a no-op
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if "lora_B" in name:
+                            p.zero_()
+            self._model = model.to(self.device).eval()
+            self.loaded = True
+            logger.info("loaded teacher %s (%s + %s)%s", self.plan.name, self.plan.base_dir, self.plan.adapter_dir,
+                        " with B = 0 (placebo)" if self.cfg.teacher_placebo else "")
+        return self._model
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+        free_memory()
+
+    def _read_cache(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        if not self.dir.is_dir():
+            return out
+        for part in sorted(self.dir.glob("part-*.jsonl")):
+            for line in part.read_text(encoding="utf-8").splitlines():
+                try:
+                    key, value = json.loads(line)
+                except (ValueError, TypeError):
+                    continue  # a line cut short by a kill: that batch is generated again
+                out[key] = value
+        return out
+
+    def _append(self, entries: list[tuple[str, dict]]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / f"part-{self.rank}.jsonl", "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps([k, v], ensure_ascii=False) + "\n" for k, v in entries))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _to_json(g: Generation) -> dict:
+    return {"text": g.text, "ids": list(g.token_ids), "finished": g.finished, "logprob": g.mean_logprob}
+
+
+def _from_json(d: dict) -> Generation:
+    return Generation(d["text"], tuple(d["ids"]), bool(d["finished"]), float(d["logprob"]))
+
+
+def free_memory() -> None:
+    """Give a teacher's memory back before the next model loads (the allocator keeps freed CUDA blocks)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+__all__ = ["Labeller"]

@@ -1,0 +1,291 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The teacher stage on tiny fixtures: provenance, cache, determinism, filters, resume, errors, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hf_heterofusion.cli.main import main
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.constants import TEACHER_REPLAY_NAME
+from hf_heterofusion.data.generation import Generation
+from hf_heterofusion.pipeline import fuse
+from hf_heterofusion.prepare import prepare
+from hf_heterofusion.teacher import labeller as teacher_labels
+from hf_heterofusion.teacher.filters import drop_reason, is_degenerate
+from hf_heterofusion.teacher.run import run_teachers
+
+
+SMALL = dict(block_size="auto", embed_dim=32, num_heads=4, max_position_embeddings=32, num_projections=16,
+             epochs=1, gradient_accumulation_steps=2, lr=1e-3, checkpoint_every=0)
+
+
+LOADS = {"count": 0}  # teacher models loaded in this test (the `cache` fixture counts them)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("HF_HETEROFUSION_CACHE", str(root))
+    LOADS["count"] = 0
+    real = teacher_labels.load_causal_lm
+
+    def counted(*args, **kwargs):
+        LOADS["count"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_labels, "load_causal_lm", counted)
+    return root
+
+
+@pytest.fixture(scope="module")
+def teach_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teach")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Colour of thing {i}:"}) + "\n" for i in range(6)))
+    replay = root / "replay.jsonl"
+    rows = [{"prompt": f"Say {i}:", "response": f" {i}"} for i in range(4)]
+    rows += [{"prompt": "Tagged thing:", "source": "qwen"}, {"prompt": "Seed thing:", "response": " x", "source": 0}]
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"prompts": prompts, "replay": replay, "root": root}
+
+
+@pytest.fixture()
+def teach_config(fixture_zoo, teach_inputs):
+    def build(**overrides):
+        source = {"adapter": str(fixture_zoo.adapter("qwen2", r=4, seed=10)), "base_model": str(fixture_zoo.model("qwen2")),
+                  "name": "qwen", "prompts": str(teach_inputs["prompts"]), "synthesize": 3}
+        source.update(overrides.pop("source", {}))
+        data = dict(SMALL, target_model=str(fixture_zoo.model("llama")), target_adapter=str(fixture_zoo.adapter("llama")),
+                    sources=[source], replay=str(teach_inputs["replay"]), teacher="sources", teacher_max_new_tokens=6,
+                    teacher_batch_size=4, teacher_drop_truncated=False, max_steps=2)
+        data.update(overrides)
+        return FusionConfig.from_mapping(data)
+
+    return build
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.integration
+def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, tmp_path):
+    cfg = teach_config()
+    first = fuse(cfg, tmp_path / "a", show_progress=False)
+    assert LOADS["count"] == 1
+    rows = _rows(tmp_path / "a" / TEACHER_REPLAY_NAME)
+    assert {r["origin"] for r in rows} == {"given", "replay", "synthesized"}
+    assert sum(r["origin"] == "given" for r in rows) == 6 and sum(r["origin"] == "replay" for r in rows) == 1
+    for r in rows:
+        assert r["source"] == "qwen" and r["prompt"] and r["response"] and r["logprob"] <= 0
+        assert len(r["teacher"]["base_revision"]) == 64 and len(r["teacher"]["adapter_revision"]) == 64
+    stats = first.report.teacher["sources"][0]
+    # a random tiny base rarely ends a line within its budget, so fewer than the 3 asked may be synthesized
+    assert (stats["given"], stats["replay_tagged"]) == (6, 1) and 1 <= stats["synthesized"] <= 3
+    assert sum(r["origin"] == "synthesized" for r in rows) == stats["synthesized"]
+    assert stats["synthesis"]["truncated"] > 0
+    assert stats["kept"] == len(rows) and stats["teacher_loaded"] and stats["cached"] == 0
+    assert len(stats["samples"]) == 3
+    # the fused model trained on the replay's labelled rows plus the teacher's
+    assert first.report.training.replay_examples == 5 + len(rows)
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "## Teacher stage" in card and f"| qwen | {cfg.sources[0].base_model} | 6 | 1 | " in card
+    assert card.count("(given, log-prob") + card.count("(replay, log-prob") + card.count("(synthesized, log") == 3
+
+    second = fuse(cfg, tmp_path / "b", show_progress=False)
+    assert LOADS["count"] == 1, "a rerun must not load any teacher"
+    stats = second.report.teacher["sources"][0]
+    assert not stats["teacher_loaded"] and stats["cached"] == stats["labelled"]
+    assert _rows(tmp_path / "b" / TEACHER_REPLAY_NAME) == rows
+
+
+@pytest.mark.integration
+def test_same_seed_same_rows_in_a_fresh_cache(teach_config, tmp_path, monkeypatch):
+    cfg = teach_config()
+    runs = []
+    for name in ("one", "two"):
+        monkeypatch.setenv("HF_HETEROFUSION_CACHE", str(tmp_path / name))
+        runs.append([r.to_json() for r in run_teachers(prepare(cfg).teaching, cfg, show_progress=False).rows])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.integration
+def test_teacher_none_leaves_the_faithful_fit_untouched(make_config, teach_inputs, cache):
+    """`teacher: none` ignores nothing silently and changes nothing: same tensors as a config without the keys."""
+    from hf_heterofusion.pipeline import fit
+
+    a = fit(make_config(max_steps=2), show_progress=False).tensors
+    b = fit(make_config(max_steps=2, teacher="none", trainer="transfer_nets"), show_progress=False).tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert LOADS["count"] == 0
+
+
+@pytest.mark.integration
+def test_placebo_teacher_zeroes_B_and_caches_apart(teach_config, cache):
+    cfg, placebo = teach_config(), teach_config(teacher_placebo=True)
+    real = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    fake = run_teachers(prepare(placebo).teaching, placebo, show_progress=False)
+    assert LOADS["count"] == 2 and fake.report["mode"] == "placebo"
+    assert all(r.teacher["placebo"] for r in fake.rows)
+    # same base and prompts (synthesis uses the base alone), different answers: the adapter is what teaches
+    assert [r.prompt for r in real.rows] == [r.prompt for r in fake.rows]
+    assert [r.response for r in real.rows] != [r.response for r in fake.rows]
+
+
+@pytest.mark.integration
+def test_a_killed_labelling_resumes_at_the_first_unfinished_batch(teach_config, cache, monkeypatch):
+    cfg = teach_config(source={"synthesize": 0})
+    reference = [r.to_json() for r in run_teachers(prepare(cfg).teaching, cfg, show_progress=False).rows]
+    for path in (cache / "teacher").glob("*/part-*.jsonl"):
+        path.unlink()
+    real, calls = teacher_labels.generate_batch, []
+
+    def dies_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_labels, "generate_batch", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    monkeypatch.setattr(teacher_labels, "generate_batch", real)
+    resumed = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    assert resumed.report["sources"][0]["cached"] == cfg.teacher_batch_size  # the first batch survived the kill
+    assert [r.to_json() for r in resumed.rows] == reference
+
+
+@pytest.mark.parametrize(("gen", "overrides", "reason"), [
+    (Generation("  ", (5,), True, -0.1), {}, "empty"),
+    (Generation("cut", (5, 6), False, -0.1), {"teacher_drop_truncated": True}, "truncated"),
+    (Generation("cut", (5, 6), False, -0.1), {"teacher_drop_truncated": False}, None),
+    (Generation("a b a b", (1, 2) * 6, True, -0.1), {"teacher_repeat_ngram": 2}, "degenerate"),
+    (Generation("a b a b", (1, 2) * 6, True, -0.1), {"teacher_repeat_ngram": 0}, None),
+    (Generation("unsure", (7, 8), True, -3.0), {"teacher_min_logprob": -1.0}, "low_logprob"),
+    (Generation("sure", (7, 8), True, -0.5), {"teacher_min_logprob": -1.0}, None),
+])
+def test_each_filter_drops_what_it_should(teach_config, gen, overrides, reason):
+    assert drop_reason(gen, teach_config(**overrides)) == reason
+
+
+def test_degenerate_needs_three_occurrences():
+    assert not is_degenerate((1, 2, 3, 1, 2, 3), 3) and is_degenerate((1, 2, 3) * 3, 3)
+
+
+@pytest.mark.integration
+def test_filter_counts_reach_the_report(teach_config, cache):
+    cfg = teach_config(teacher_drop_truncated=True, teacher_max_new_tokens=2, source={"synthesize": 0})
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    stats = result.report["sources"][0]
+    assert stats["dropped"]["truncated"] > 0
+    assert stats["kept"] + sum(stats["dropped"].values()) == stats["labelled"] == 7
+
+
+def _write_yaml(path, data):
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source": {"base_model": None}},
+     "source `qwen` teaches but has no base model; write it as `source_base+adapter` (mergekit YAML) or give it "
+     "`base_model:` (its adapter alone cannot generate)"),
+    ({"teacher": "none", "replay": "{replay_plain}"},
+     "source `qwen` has `prompts` but `teacher` is `none`; set `teacher: sources` to let it label them (or remove "
+     "them)"),
+    ({"source": {"synthesize": 2, "prompts": None}, "replay": "{replay_plain}"},
+     "source `qwen` has `synthesize: 2` but no seed prompts; give it `prompts: FILE` or tag a few replay rows with "
+     "`\"source\": \"qwen\"`"),
+    ({"source": {"prompts": None, "synthesize": 0}, "replay": "{replay_plain}"},
+     "`teacher: sources` but no source has anything to label; give a source `prompts: FILE`, `synthesize: N`, or "
+     "tag replay rows with `\"source\": NAME` and no response"),
+    ({"source": {"prompts": "/nonexistent/p.jsonl"}},
+     "prompts file /nonexistent/p.jsonl does not exist; pass a JSONL file with one prompt per line"),
+    ({"replay": "{replay_bad_source}"},
+     "{replay_bad_source}:1: `source: 'gemma'` names no source; use a source index 0-0 or one of: qwen"),
+    ({"source": {"base_model": "{llama_base}"}},
+     "source `qwen`: its adapter does not fit the base model {llama_base} (`model.layers.0.mlp.down_proj.weight` "
+     "is 64x176, the adapter's update is 48x128); give the base the adapter was trained on"),
+])
+def test_teacher_input_errors_are_one_line_exit_2_and_write_nothing(teach_config, teach_inputs, fixture_zoo,
+                                                                     tmp_path, capsys, change, message):
+    root = teach_inputs["root"]
+    plain = root / "plain.jsonl"
+    plain.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n")
+    bad = root / "bad_source.jsonl"
+    bad.write_text(json.dumps({"prompt": "a", "source": "gemma"}) + "\n")
+    subs = {"replay_plain": str(plain), "replay_bad_source": str(bad), "llama_base": str(fixture_zoo.model("llama"))}
+    data = teach_config().model_dump(mode="json")
+    source = {**data["sources"][0], **{k: (v.format(**subs) if isinstance(v, str) else v)
+                                       for k, v in change.get("source", {}).items()}}
+    data.update({k: (v.format(**subs) if isinstance(v, str) else v) for k, v in change.items() if k != "source"})
+    data["sources"] = [source]
+    cfg_path = _write_yaml(tmp_path / "cfg.yml", data)
+    out = tmp_path / "out"
+    code = main(["fuse", str(cfg_path), str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == f"error: {message.format(**subs)}", err
+    assert "Traceback" not in err and not out.exists()
+    assert not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.integration
+def test_accelerate_two_process_labelling_equals_one_process(teach_config, tmp_path):
+    cfg = teach_config()
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))
+    outputs = {}
+    for procs in (1, 2):
+        env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1",
+                   HF_HETEROFUSION_CACHE=str(tmp_path / f"cache{procs}"))
+        out = tmp_path / f"rows{procs}.jsonl"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
+               "--num_processes", str(procs), "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", "--main_process_port", "29531",
+               "-m", "hf_heterofusion.testing.teacher_script", str(cfg_path), str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"world_size={procs}" in proc.stdout
+        outputs[procs] = _rows(out)
+    assert outputs[1] == outputs[2] and len(outputs[1]) >= 8
+    # both processes wrote their own batches to the cache
+    assert len(list((tmp_path / "cache2" / "teacher").glob("*/part-1.jsonl"))) == 1
+
+
+def test_check_lists_the_teaching_sources_prompts_and_an_estimate(teach_config, tmp_path, capsys):
+    cfg_path = _write_yaml(tmp_path / "cfg.yml", teach_config().model_dump(mode="json"))
+    assert main(["check", str(cfg_path)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher stage (`teacher: sources`; greedy, batches of 4, at most 6 new tokens)" in out
+    assert "source 0 `qwen` teaches from" in out and "6 given prompts, 1 tagged in the replay, 3 to synthesize" in out
+    assert "10 rows to label" in out and "labelling in all ~" in out
+
+
+@pytest.mark.integration
+def test_mergekit_yaml_teaches_through_merge(teach_config, fixture_zoo, teach_inputs, tmp_path, capsys, cache):
+    """The same stage from an ordinary mergekit YAML: per-source keys under `models[i].parameters`."""
+    import yaml
+
+    cfg = teach_config()
+    src = cfg.sources[0]
+    params = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if k not in ("target_model", "target_adapter", "sources")}
+    doc = {"merge_method": "heterofusion", "base_model": f"{cfg.target_model}+{cfg.target_adapter}",
+           "models": [{"model": f"{src.base_model}+{src.adapter}",
+                       "parameters": {"name": "qwen", "prompts": src.prompts, "synthesize": 2}}],
+           "parameters": params, "dtype": "float32"}
+    path = tmp_path / "merge.yml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["merge", str(path), str(tmp_path / "out")]) == 0
+    rows = _rows(tmp_path / "out" / TEACHER_REPLAY_NAME)
+    assert sum(r["origin"] == "given" for r in rows) == 6 and {r["source"] for r in rows} == {"qwen"}
+    report = json.loads((tmp_path / "out" / "fusion_report.json").read_text())
+    assert report["teacher"]["sources"][0]["given"] == 6
