@@ -20,6 +20,12 @@ CARD_NAME = "README.md"
 LOCK_NAME = "heterofusion.lock.json"
 MERGED_SUBDIR = "merged"
 
+# A base model's tokenizer files: copied next to a merged model (`--copy-tokenizer`) and pushed with an adapter.
+TOKENIZER_FILES = (
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
+    "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
+)
+
 # The canonical module roles of a decoder layer (paper §2.2).
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 

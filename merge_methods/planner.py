@@ -39,7 +39,7 @@ from mergekit.graph import Executor, Task
 from mergekit.io.tasks import FinalizeModel, LoaderCache, LoadTensor, SaveTensor, TensorWriterTask
 
 from hf_heterofusion.config import FusionConfig
-from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, MERGED_SUBDIR
+from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, MERGED_SUBDIR, TOKENIZER_FILES
 from hf_heterofusion.data.safetensors_header import LORA_KEY_RE, PEFT_PREFIX, checkpoint_files, file_shapes
 from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.files import ensure_new_output, staged_output
@@ -56,10 +56,6 @@ if TYPE_CHECKING:
 
 
 LOG = logging.getLogger(__name__)
-TOKENIZER_FILES = (
-    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model", "added_tokens.json",
-    "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json",
-)
 
 
 # ------------------------------------------------------------------------------------------------ planning

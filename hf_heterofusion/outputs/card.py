@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Model card of a fusion output, rendered from its `FusionReport`.
 
-The card is a pure function of the report value, the config YAML and which pictures exist in the output folder. No
-network is used: whether a reference is a Hub id was decided at pull time, and the report records it as a pinned
-revision (commit sha). Front matter follows the Hub's conventions: `base_model` holds Hub ids only (local inputs
-appear in the prose, by folder name), `base_model_relation` is set explicitly (`adapter` or `merge`), and
-`library_name` is `peft` for an adapter, `transformers` for a merged model.
+The card is a pure function of the report value, the config YAML and which pictures exist in the output folder (and,
+when `push` renders it for a repo, that repo's id and the Hub id given for a local target base). No network is
+used: whether a reference is a Hub id was decided at pull time, and the report records it as a pinned revision
+(commit sha). Front matter follows the Hub's conventions: `base_model` holds Hub ids only (local inputs appear in
+the prose, by folder name), `base_model_relation` is set explicitly (`adapter` or `merge`), and `library_name` is
+`peft` for an adapter, `transformers` for a merged model. It says what ran: the transfer nets or, `trainer: lora`,
+the anchor trained on the rows alone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hf_heterofusion.constants import (
     LOSS_PLOT_NAME,
     PAPER_CITATION,
     PAPER_URL,
+    TEACHER_REPLAY_NAME,
 )
 from hf_heterofusion.hub.refs import hub_id_of, split_revision
 from hf_heterofusion.outputs.report import FusionReport
@@ -35,6 +38,7 @@ TEMPLATE_NAME = "model_card.md.j2"
 HUB_URL = "https://huggingface.co"  # cards are read on the public Hub, whatever HF_ENDPOINT a test run used
 CARD_TAGS = ("heterofusion", "merge", "mergekit", "lora", "peft")
 INPUT_KEYS = frozenset({"target_model", "target_adapter", "sources", "replay"})
+LOW_ENERGY = 0.8  # below this share of a source's update kept by rank re-factoring, the card says so in words
 
 
 def _ref(name: str | None, revision: str | None) -> dict[str, Any]:
@@ -58,6 +62,14 @@ def _ranges(values: Iterable[int]) -> str:
         else:
             out.append(str(v))
     return ", ".join(out) or "none"
+
+
+def _unmatched(layers: Iterable[int]) -> str:
+    """Target layers without a partner as `count: layers`, so that a lone `0` never reads as a count."""
+    layers = sorted(layers)
+    if not layers:
+        return "none"
+    return f"{len(layers)}: layer{'s' if len(layers) > 1 else ''} {_ranges(layers)}"
 
 
 def _pair_runs(pairs: Iterable[Iterable[int]]) -> list[str]:
@@ -119,13 +131,21 @@ def _fmt_list(values: Any) -> str:
 
 
 def card_context(
-    report: FusionReport, *, config_yaml: str | None, pictures: Iterable[str] = (), title: str | None = None
+    report: FusionReport, *, config_yaml: str | None, pictures: Iterable[str] = (), title: str | None = None,
+    repo_id: str | None = None, base_model: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the template shows, from the report alone (pure: same report, same context)."""
+    """Everything the template shows, from the report alone (pure: same report, same context).
+
+    `repo_id` is the Hub repo the card is rendered for (`push`); without it the usage snippets name a placeholder.
+    `base_model` is the Hub id of the target base when the report names a local folder (`push --base-model`).
+    """
     target = report.target
     kind = report.output_kind
+    nets = _trained_nets(report)
     adapter_label = Path(split_revision(target.adapter or "fused")[0].rstrip("/")).name
-    title = title or f"{adapter_label}-heterofusion"
+    title = title or repo_id or f"{adapter_label}-heterofusion"
+    # The repo is unknown when the card is written at fusion time, before any push: a placeholder says so.
+    repo_id = repo_id or f"your-namespace/{title}"
     sources = []
     for i, src in enumerate(report.sources):
         base = _ref(src.base_model, None) if src.base_model else None
@@ -136,7 +156,7 @@ def card_context(
             "source": plan.get("source"),
             "runs": _pair_runs(plan.get("pairs", [])),
             "n_pairs": len(plan.get("pairs", [])),
-            "unmatched": _ranges(plan.get("unmatched_target_layers", [])),
+            "unmatched": _unmatched(plan.get("unmatched_target_layers", [])),
         }
         for plan in alignment.get("per_source", [])
     ]
@@ -145,7 +165,11 @@ def card_context(
         "kind": kind,
         "report": report,
         "target": target,
-        "target_model": _ref(target.model, target.model_revision),
+        "nets": nets,
+        "what": "model" if kind == "merged" else "adapter",
+        "update_mode": (report.config or {}).get("update_mode", "b_only"),
+        "low_energy": _low_energy_notes(report.sources),
+        "target_model": _target_model_ref(report, base_model),
         "target_adapter": _ref(target.adapter, target.adapter_revision),
         "sources": sources,
         "alignment": alignment,
@@ -156,6 +180,7 @@ def card_context(
         "roles": sorted((report.roles or {}).items()),
         "modules": report.modules or {},
         "teacher": report.teacher,
+        **_teacher_context(report.teacher),
         "ablation": report.ablation,
         **_evaluation_context(report.evaluation, kind),
         "versions": sorted((report.versions or {}).items()),
@@ -164,10 +189,54 @@ def card_context(
         "pictures": set(pictures),
         "alignment_png": ALIGNMENT_PLOT_NAME,
         "loss_png": LOSS_PLOT_NAME,
-        "repo_id": f"your-namespace/{title}",  # the repo is unknown when the card is written, before any push
+        "repo_id": repo_id,
+        "local_dir": repo_id.rsplit("/", 1)[-1],
         "paper_url": PAPER_URL,
         "citation": PAPER_CITATION,
     }
+
+
+def _trained_nets(report: FusionReport) -> bool:
+    """Whether the transfer nets ran (the paper's method) or, `trainer: lora`, the anchor was trained on the rows."""
+    return (report.config or {}).get("trainer", "transfer_nets") != "lora"
+
+
+def _target_model_ref(report: FusionReport, base_model: str | None) -> dict[str, Any]:
+    """The target base as the card names it: the report's reference, or the Hub id `push` was given for it."""
+    target = report.target
+    if base_model and base_model != hub_id_of(target.model, target.model_revision):
+        return _ref(base_model, None)  # no pinned sha: one pinned for the local folder would not exist there
+    return _ref(target.model, target.model_revision)
+
+
+def _low_energy_notes(sources: Iterable[Any]) -> list[str]:
+    """A sentence per source whose re-factoring to the anchor's rank lost much of its update: the table's number
+    alone is easy to miss, and the fusion only saw what was kept."""
+    notes = []
+    for i, src in enumerate(sources):
+        if src.energy_kept is not None and src.energy_kept < LOW_ENERGY:
+            notes.append(f"Source {i} kept only {src.energy_kept * 100:.0f} % of its update's energy at rank {src.rank} "
+                         f"(re-factored from rank {src.original_rank}): the fusion saw a truncated version of it.")
+    return notes
+
+
+def _teacher_context(teacher: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The teacher bases as the card names them (a local base by folder name only) and the outcome in words, from
+    the counts: what the card says joined the replay set is what the report counted."""
+    if not teacher:
+        return {"teacher_bases": [], "teacher_outcome": ""}
+    per_source = [t for t in teacher.get("sources", []) if isinstance(t, Mapping)]
+    bases = [{"source": t.get("source"), "base": _ref(t.get("base"), None)["md"], "loaded": t.get("teacher_loaded", True)}
+             for t in per_source]
+    kept = sum(t.get("kept", 0) for t in per_source)
+    labelled = sum(t.get("labelled", 0) for t in per_source)
+    if kept:
+        outcome = (f"{kept} of {labelled} labelled answers were kept and joined the replay set; all kept rows are in "
+                   f"`{TEACHER_REPLAY_NAME}`.")
+    else:
+        outcome = (f"No answer was kept (all {labelled} labelled answers were dropped, see the counts below), so the "
+                   f"run trained on the labelled replay rows only.")
+    return {"teacher_bases": bases, "teacher_outcome": outcome}
 
 
 def _evaluation_context(evaluation: Any, kind: str) -> dict[str, Any]:
@@ -196,22 +265,25 @@ def _evaluation_context(evaluation: Any, kind: str) -> dict[str, Any]:
                             f"`merge --eval` scores it on held-out replay rows)."}
 
 
-def card_data(report: FusionReport) -> ModelCardData:
-    """The `ModelCardData` front matter: Hub ids only in `base_model`, relation and library set explicitly."""
+def card_data(report: FusionReport, *, base_model: str | None = None) -> ModelCardData:
+    """The `ModelCardData` front matter: Hub ids only in `base_model`, relation and library set explicitly.
+
+    `base_model` is the Hub id of the target base when the report names a local folder (`push --base-model`).
+    """
     from huggingface_hub import ModelCardData
 
     target = report.target
     merged = report.output_kind == "merged"
+    target_id = base_model or hub_id_of(target.model, target.model_revision)
     if merged:
-        refs = [(target.model, target.model_revision), (target.adapter, target.adapter_revision)]
-        refs += [(s.adapter, s.revision) for s in report.sources]
-        ids = list(dict.fromkeys(i for i in (hub_id_of(n, r) for n, r in refs) if i))
-        base_model: str | list[str] | None = ids or None
+        refs = [(target.adapter, target.adapter_revision), *((s.adapter, s.revision) for s in report.sources)]
+        ids = list(dict.fromkeys(i for i in (target_id, *(hub_id_of(n, r) for n, r in refs)) if i))
+        front_base: str | list[str] | None = ids or None
     else:
-        base_model = hub_id_of(target.model, target.model_revision)
-    extra = {"base_model_relation": "merge" if merged else "adapter"} if base_model else {}
+        front_base = target_id
+    extra = {"base_model_relation": "merge" if merged else "adapter"} if front_base else {}
     return ModelCardData(
-        base_model=base_model,
+        base_model=front_base,
         library_name="transformers" if merged else "peft",
         license=_license(report),
         pipeline_tag="text-generation",
@@ -220,7 +292,8 @@ def card_data(report: FusionReport) -> ModelCardData:
     )
 
 
-def render_card(out_dir: Path | str, *, report: FusionReport | None = None, title: str | None = None) -> str:
+def render_card(out_dir: Path | str, *, report: FusionReport | None = None, title: str | None = None,
+                repo_id: str | None = None, base_model: str | None = None) -> str:
     """Render the model card (README.md text) of a fusion output directory.
 
     Pure and deterministic: it renders `report` (read from `fusion_report.json` when not given), the config copy
@@ -229,7 +302,11 @@ def render_card(out_dir: Path | str, *, report: FusionReport | None = None, titl
     Args:
         out_dir (`Path` or `str`): the fusion output directory.
         report ([`FusionReport`], *optional*): the report to render; defaults to the folder's own.
-        title (`str`, *optional*): card title; defaults to `<target adapter>-heterofusion`.
+        title (`str`, *optional*): card title; defaults to `repo_id`, else `<target adapter>-heterofusion`.
+        repo_id (`str`, *optional*): the Hub repo the card is for (`push`); the usage snippets name it. Without it
+            they name a `your-namespace/...` placeholder.
+        base_model (`str`, *optional*): Hub id of the target base, for a report that names a local folder; the
+            front matter and the body name it instead.
 
     Returns:
         `str`: the card, YAML front matter included.
@@ -256,8 +333,10 @@ def render_card(out_dir: Path | str, *, report: FusionReport | None = None, titl
         undefined=jinja2.StrictUndefined,  # a typo in the template fails the golden test instead of printing ""
     )
     env.filters.update(fmt=_fmt, fmt_list=_fmt_list, sample=_sample)
-    context = card_context(report, config_yaml=config_yaml, pictures=pictures, title=title)
-    text = env.get_template(TEMPLATE_NAME).render(card_data=card_data(report).to_yaml(), **context)
+    context = card_context(report, config_yaml=config_yaml, pictures=pictures, title=title, repo_id=repo_id,
+                           base_model=base_model)
+    front = card_data(report, base_model=base_model).to_yaml()
+    text = env.get_template(TEMPLATE_NAME).render(card_data=front, **context)
     return str(ModelCard(text))  # parsing it back checks the front matter is valid YAML
 
 
@@ -306,7 +385,8 @@ def write_card(out_dir: Path | str, *, report: FusionReport | None = None, title
     """Write `README.md` (the card) and `alignment.png` into a fusion output directory; returns the card path."""
     out = Path(out_dir)
     report = report if report is not None else FusionReport.load(out)
-    draw_alignment(report, out / ALIGNMENT_PLOT_NAME)
+    if _trained_nets(report):  # `trainer: lora` uses no alignment: nothing to picture
+        draw_alignment(report, out / ALIGNMENT_PLOT_NAME)
     path = out / CARD_NAME
     path.write_text(render_card(out, report=report, title=title), encoding="utf-8")
     return path

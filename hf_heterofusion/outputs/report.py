@@ -217,8 +217,9 @@ def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int,
     `TrainResult` (None when nothing was trained)."""
     cfg, target = prepared.config, prepared.target
     params = prepared.hypernet_parameters()
+    nets = cfg.trainer != "lora"  # `trainer: lora` builds no nets: no per-role sizes, scales or attention to report
     roles = {}
-    for g in prepared.groups:
+    for g in prepared.groups if nets else ():
         roles[g.role] = {
             "rank": g.rank, "layers": len(g.matched),
             "target_tokens": sum(b.target_tokens.shape[0] * b.target_tokens.shape[1] for b in g.buckets),
@@ -240,12 +241,12 @@ def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int,
             lora_alpha=target.lora_alpha, target_modules=tuple(target.target_modules),
             license=adapter_license(target.path),
         ),
-        sources=source_reports(prepared, stats["contribution"]),
+        sources=source_reports(prepared, stats["contribution"] if nets else None),
         alignment=prepared.plan.to_dict(),
         block_size=prepared.block_size,
         modules={"aligned": sum(len(g.matched) for g in prepared.groups), "untouched": list(prepared.untouched)},
         roles=roles,
-        hypernet_parameters_total=sum(params.values()),
+        hypernet_parameters_total=sum(params.values()) if nets else None,
         training=TrainingReport(
             replay_examples=n_examples, truncated=truncated,
             optimizer_steps=result.optimizer_steps if result else 0,

@@ -57,7 +57,8 @@ def write_side_files(folder: Path, files: OutputFiles) -> None:
     (folder / CONFIG_COPY_NAME).write_text(files.fusion_yaml, encoding="utf-8")
     if files.mergekit_yaml is not None:
         (folder / MERGEKIT_CONFIG_NAME).write_text(files.mergekit_yaml, encoding="utf-8")
-    write_loss_plot(list(report.training.losses), folder / LOSS_PLOT_NAME)
+    write_loss_plot(list(report.training.losses), folder / LOSS_PLOT_NAME,
+                    trainer=report.config.get("trainer", "transfer_nets"))
     if files.teacher is not None:
         files.teacher.write_jsonl(folder / TEACHER_REPLAY_NAME)
     if files.card:
@@ -79,26 +80,30 @@ def write_card_safely(folder: Path, report: FusionReport) -> None:
         LOG.exception("could not write the model card in %s; the fusion output is complete without it", folder)
 
 
-def write_loss_plot(losses: list[dict], path: Path) -> None:
-    """A PNG of the two training terms per optimiser step: replay CE and the RDM regulariser, each on its own axis.
-
-    Their sum would hide the CE: RDM is on another scale and `lambda * RDM` can dominate the total.
-    """
+def write_loss_plot(losses: list[dict], path: Path, *, trainer: str = "transfer_nets") -> None:
+    """A PNG of the training terms per optimiser step: replay CE and, for the transfer nets, the RDM regulariser,
+    each on its own axis (their sum would hide the CE: `lambda * RDM` is on another scale and can dominate it).
+    `trainer: lora` has no regulariser: one panel, titled for what was trained."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_ce, ax_rdm) = plt.subplots(2, 1, figsize=(6, 4.4), dpi=100, sharex=True)
+    nets = trainer != "lora"
+    fig, axes = plt.subplots(2 if nets else 1, 1, figsize=(6, 4.4 if nets else 2.8), dpi=100, sharex=True,
+                             squeeze=False)
+    ax_ce = axes[0][0]
+    steps = [r["step"] for r in losses]
     if losses:
-        steps = [r["step"] for r in losses]
         ax_ce.plot(steps, [r["ce"] for r in losses], label="replay CE", color="tab:blue")
-        if all("rdm" in r for r in losses):
+    if nets:
+        ax_rdm = axes[1][0]
+        if losses and all("rdm" in r for r in losses):
             ax_rdm.plot(steps, [r["rdm"] for r in losses], label="RDM (before lambda)", color="tab:orange")
+        ax_rdm.set_ylabel("RDM")
     ax_ce.set_ylabel("replay CE")
-    ax_rdm.set_ylabel("RDM")
-    ax_rdm.set_xlabel("optimiser step")
-    ax_ce.set_title("HeteroFusion transfer-net training")
+    axes[-1][0].set_xlabel("optimiser step")
+    ax_ce.set_title("HeteroFusion transfer-net training" if nets else "anchor LoRA training (trainer: lora)")
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})
     plt.close(fig)

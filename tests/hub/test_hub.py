@@ -257,8 +257,11 @@ def test_push_private_then_hf_download(published: dict[str, str], hub_env: HubEn
     dest.mkdir()
     result = _hf(dict(os.environ), "download", "alice/fused-private", "--local-dir", str(dest))
     assert result.returncode == 0, result.stderr
-    for name in ("adapter_model.safetensors", "fusion_report.json", "README.md"):
+    for name in ("adapter_model.safetensors", "fusion_report.json"):
         assert (dest / name).read_bytes() == (out / name).read_bytes()
+    # The card is rendered for the repo it went to; the local one keeps its placeholder.
+    assert 'from_pretrained("alice/fused-private")' in (dest / "README.md").read_text()
+    assert "your-namespace/" in (out / "README.md").read_text()
     # The uploaded adapter config names the target base by its Hub id (the local file is left as it was).
     uploaded = json.loads((dest / "adapter_config.json").read_text())
     assert uploaded == {**json.loads((out / "adapter_config.json").read_text()), "base_model_name_or_path": "alice/tiny-base"}

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The Hub round trip as a user does it, against the local Hub server with the real `hf` CLI, huggingface_hub and
 PEFT: upload -> `pull` a fuse-format config -> `fuse` -> `push` -> in a clean cache, with every original folder
-gone, `AutoPeftModelForCausalLM.from_pretrained("ns/fused")` loads and generates. Plus what `push` refuses, the
-lock's cache-relative paths and the teacher stage's source bases."""
+gone, `AutoPeftModelForCausalLM.from_pretrained("ns/fused")` and `AutoTokenizer.from_pretrained("ns/fused")` load
+and generate. Plus what `push` refuses, the lock's cache-relative paths and the teacher stage's source bases."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
 
 model = AutoPeftModelForCausalLM.from_pretrained("alice/fused-roundtrip")
-tokenizer = AutoTokenizer.from_pretrained(model.peft_config["default"].base_model_name_or_path)
+tokenizer = AutoTokenizer.from_pretrained("alice/fused-roundtrip")  # pushed with the adapter, from the pulled base
 ids = tokenizer("Name the colour 1:", return_tensors="pt").input_ids
 out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
 print("generated", out.shape[1] - ids.shape[1], model.peft_config["default"].base_model_name_or_path)
@@ -88,6 +88,9 @@ def test_pull_fuse_push_then_load_by_repo_id_in_a_clean_cache(uploaded, hub_env,
     capsys.readouterr()
     assert main(["push", str(out), "alice/fused-roundtrip"]) == 0
     assert "/alice/fused-roundtrip/commit/" in capsys.readouterr().out
+    card = Path(hub_env.api().hf_hub_download("alice/fused-roundtrip", "README.md")).read_text(encoding="utf-8")
+    assert 'AutoPeftModelForCausalLM.from_pretrained("alice/fused-roundtrip")' in card and "your-namespace" not in card
+    assert f"[alice/llama-base](https://huggingface.co/alice/llama-base/tree/{base_sha})" in card  # the pin is kept
 
     # A new user: empty cache, nothing of the original folders left, only the repo id.
     shutil.rmtree(hub_env.cache_dir)

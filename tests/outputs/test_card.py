@@ -211,14 +211,29 @@ def test_card_matches_golden_file(tmp_path: Path, fitted_report: FusionReport, g
 
 
 def test_card_shows_the_rank_a_source_was_fused_at_and_its_original(fitted_report: FusionReport, tmp_path) -> None:
-    """A rank-8 source re-factored to the anchor's rank 4: the card says 4 (8) and the energy the SVD kept."""
-    qwen = fitted_report.sources[0]
-    assert (qwen.rank, qwen.original_rank) == (4, 8) and 0 < qwen.energy_kept < 1
+    """A rank-8 source re-factored to the anchor's rank 4: the card says 4 (8) and the energy the SVD kept, in
+    words too when it is low (below 0.8); a source kept whole gets no such sentence."""
+    qwen, mistral = fitted_report.sources
+    assert (qwen.rank, qwen.original_rank) == (4, 8) and 0 < qwen.energy_kept < 0.8 and mistral.energy_kept == 1
     out = tmp_path / "out"
     out.mkdir()
     text = render_card(out, report=fitted_report)
     row = next(line for line in text.splitlines() if line.startswith("| 0 | [alice/qwen-re-lora]"))
-    assert "| 4 (8) |" in row
+    assert f"| 4 (8) | {qwen.energy_kept:.4g} |" in row
+    percent = f"{qwen.energy_kept * 100:.0f}"
+    assert (f"Source 0 kept only {percent} % of its update's energy at rank 4 (re-factored from rank 8): the fusion "
+            f"saw a truncated version of it.") in text
+    assert "Source 1 kept only" not in text
+
+
+def test_alignment_table_counts_target_layers_without_a_partner(fitted_report: FusionReport, tmp_path) -> None:
+    """The tail plan of the 3-layer Qwen2 source leaves target layer 0 alone: a count and the layer, never a bare
+    `0` that reads as "none"."""
+    assert [list(p["unmatched_target_layers"]) for p in fitted_report.alignment["per_source"]] == [[0], []]
+    text = render_card(tmp_path, report=fitted_report)
+    assert "| Source | Target layers ← source layers | Pairs | Target layers without a partner (count: layers) |" in text
+    assert "| 0 | 1-3 ← 0-2 | 3 | 1: layer 0 |" in text
+    assert "| 1 | 0-3 ← 1-4 | 4 | none |" in text
 
 
 def test_report_json_round_trips_through_the_one_parser(fitted_report: FusionReport) -> None:
@@ -253,7 +268,7 @@ def test_card_body_names_pins_alignment_and_yaml(tmp_path: Path) -> None:
     text = render_card(write_output(tmp_path, example_report()))
     assert SHA_QWEN[:12] in text and SHA_BASE[:12] in text
     assert "| 0 | 0-15 ← 8-23 | 16 | none |" in text
-    assert "| 1 | 4-15 ← 0-11 | 12 | 0-3 |" in text
+    assert "| 1 | 4-15 ← 0-11 | 12 | 4: layers 0-3 |" in text
     assert "![Layer alignment](alignment.png)" in text
     assert CONFIG_YAML.rstrip() in text
     assert "PeftModel.from_pretrained" in text and "hf download" in text

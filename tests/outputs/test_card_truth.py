@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The card says what ran, from real tiny fits: `trainer: lora` is described as data-only LoRA SFT (no transfer
+nets, no source weights, A trained), a teacher run names the source bases it used, and the teacher's outcome is
+worded from its counts (including the run where no answer was kept)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.outputs.card import write_card
+from hf_heterofusion.pipeline import fit
+
+
+pytestmark = pytest.mark.integration
+
+TINY = dict(block_size="auto", embed_dim=32, num_heads=4, max_position_embeddings=32, num_projections=16, epochs=1,
+            gradient_accumulation_steps=2, lr=1e-3, max_steps=2, checkpoint_every=0, seed=0)
+NETS_CLAIMS = ("Only the transfer networks", "target-basis preservation", "Transfer networks per module role",
+               "Contribution", "never their base models", "## Fusion method")
+
+
+def _card(tmp_path: Path, report) -> str:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fusion_report.json").write_text(report.dumps(), encoding="utf-8")
+    return write_card(out).read_text(encoding="utf-8")
+
+
+def test_lora_trainer_card_describes_anchor_sft_not_transfer_nets(make_config, tmp_path):
+    cfg = make_config(trainer="lora", max_steps=2)
+    result = fit(cfg, show_progress=False)
+    anchor = load_file(Path(cfg.target_adapter) / "adapter_model.safetensors")
+    a_keys = [k for k in anchor if ".lora_A." in k]
+    assert any(not result.tensors[k].equal(anchor[k]) for k in a_keys)  # the anchor's A really changed
+    report = result.report
+    assert report.config["trainer"] == "lora"
+    # No nets were built: the report records no net sizes, scales or attention shares (not zeros).
+    assert report.roles == {} and report.hypernet_parameters_total is None
+    assert all(s.contribution is None for s in report.sources)
+
+    text = _card(tmp_path, report)
+    for claim in NETS_CLAIMS:
+        assert claim not in text, claim
+    assert "the anchor adapter's own factors, A and B, were trained directly on the replay rows" in text
+    assert "(`trainer: lora`, data-only LoRA SFT)" in text
+    assert "no weight of the 2 source expert(s) listed below entered the adapter" in text
+    assert "the target's basis is not preserved" in text
+    assert "- **Trainer:** `lora`: the anchor adapter's own factors (A and B)" in text
+    assert not (tmp_path / "out" / "alignment.png").exists()  # no alignment was used: none is pictured
+
+
+def test_transfer_nets_card_keeps_the_method_description(make_config, tmp_path):
+    text = _card(tmp_path, fit(make_config(max_steps=1), show_progress=False).report)
+    assert "keeping the target's `A` (target-basis preservation)" in text
+    assert "needs only the source adapters' tensors, never their base models" in text
+    assert "- **Trainer:** `transfer_nets`" in text and "| Contribution |" in text
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Colour of thing {i}:"}) + "\n" for i in range(4)))
+    return path
+
+
+def _teacher_config(fixture_zoo, replay_file, prompts_file, **overrides) -> FusionConfig:
+    source = {"adapter": str(fixture_zoo.adapter("qwen2", r=4, seed=10)), "base_model": str(fixture_zoo.model("qwen2")),
+              "name": "qwen", "prompts": str(prompts_file)}
+    return FusionConfig.from_mapping(dict(
+        TINY, target_model=str(fixture_zoo.model("llama")), target_adapter=str(fixture_zoo.adapter("llama")),
+        sources=[source], replay=str(replay_file), teacher="sources", teacher_max_new_tokens=4, teacher_batch_size=4,
+        **overrides))
+
+
+def test_teacher_card_names_the_bases_it_loaded_and_the_kept_count(fixture_zoo, replay_file, prompts_file, tmp_path):
+    cfg = _teacher_config(fixture_zoo, replay_file, prompts_file, teacher_drop_truncated=False)
+    report = fit(cfg, show_progress=False).report
+    counts = report.teacher["sources"][0]
+    assert counts["kept"] > 0
+
+    text = _card(tmp_path, report)
+    base = Path(cfg.sources[0].base_model)
+    assert "never their base models" not in text
+    assert (f"Source base models used to label prompts (teacher stage): `{base.name}` (local) with the adapter of "
+            f"source `qwen`") in text
+    assert f"{counts['kept']} of {counts['labelled']} labelled answers were kept and joined the replay set" in text
+
+
+def test_teacher_card_says_so_when_no_answer_was_kept(fixture_zoo, replay_file, prompts_file, tmp_path):
+    cfg = _teacher_config(fixture_zoo, replay_file, prompts_file, teacher_min_logprob=0.0)  # no answer is that sure
+    report = fit(cfg, show_progress=False).report
+    assert report.teacher["rows"] == 0
+
+    text = _card(tmp_path, report)
+    assert "joined the replay set" not in text
+    labelled = report.teacher["sources"][0]["labelled"]
+    assert (f"No answer was kept (all {labelled} labelled answers were dropped, see the counts below), so the run "
+            f"trained on the labelled replay rows only.") in text
+
