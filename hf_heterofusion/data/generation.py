@@ -2,9 +2,14 @@
 """Batched generation with transformers' `generate`: the one implementation behind evaluation and the teacher.
 
 Prompts are token ids (encoded by `encoding.encode_prompt_ids`, the exact training prefix). A batch is left-padded so
-that every row continues from its last prompt token, and `generate` runs with its KV cache. Each answer comes back
-with whether it ended with eos (or was cut by the token budget) and its mean token log-probability under the
-model, which the teacher's filters use.
+that every row continues from its last prompt token. Each answer comes back with whether it ended with eos (or was
+cut by the token budget) and its mean token log-probability under the model, which the teacher's filters use.
+
+Greedy decoding (`generate_all`, the teacher's labels) wastes little: prompts are batched by length (little
+padding) and a row that produced eos leaves the batch at once (`greedy_batch`: its KV-cache rows are dropped), so a
+batch no longer runs at the cost of its longest answer. It picks the same tokens as `generate(do_sample=False)`
+(argmax of the same logits); a model whose generation config changes greedy decoding (a repetition penalty, say)
+goes through `generate` itself. Sampling (the teacher's synthesis) always uses `generate`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from hf_heterofusion.data.encoding import encode_prompt, pad_token_id
 from hf_heterofusion.data.replay import ReplayExample
@@ -90,6 +96,76 @@ def generate_batch(
     return results
 
 
+# Generation-config settings that change which token greedy decoding picks: `greedy_batch` applies none of them.
+_GREEDY_CHANGERS = (
+    "repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "sequence_bias",
+    "min_length", "min_new_tokens", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+    "forced_eos_token_id", "exponential_decay_length_penalty",
+)
+
+
+def plain_greedy(model: torch.nn.Module) -> bool:
+    """Whether `generate(do_sample=False)` on `model` is the argmax of its logits (no logits processor applies)."""
+    config, default = getattr(model, "generation_config", None), GenerationConfig()
+    return config is None or all(getattr(config, k, None) == getattr(default, k, None) for k in _GREEDY_CHANGERS)
+
+
+@torch.no_grad()
+def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
+                 max_new_tokens: int) -> list[Generation]:
+    """Greedy answers for one batch; a row leaves the batch (and the KV cache) as soon as it produced eos.
+
+    Positions follow `generate`'s rule for left padding (count of attended tokens before each one), so every
+    row sees exactly the inputs it would see alone.
+    """
+    if not plain_greedy(model):
+        return generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    length = input_ids.shape[1]
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                cache_position=torch.arange(length, device=device))
+    cache, logits = out.past_key_values, out.logits[:, -1, :]
+    live = torch.arange(len(prompts), device=device)  # the prompt index of each row still in the batch
+    tokens: list[list[int]] = [[] for _ in prompts]
+    logps: list[list[float]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        chosen = logits.argmax(-1)
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen[:, None]).squeeze(1)
+        for row, token, lp in zip(live.tolist(), chosen.tolist(), logp.tolist()):
+            tokens[row].append(token)
+            logps[row].append(lp)
+        going = chosen != eos if eos is not None else torch.ones_like(chosen, dtype=torch.bool)
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        if not bool(going.all()):  # retire the finished rows: the rest no longer pay for them
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            live, mask, chosen = live[keep], mask[keep], chosen[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+                    past_key_values=cache, use_cache=True, cache_position=torch.tensor([length], device=device))
+        length += 1
+        logits = out.logits[:, -1, :]
+    results = []
+    for ids, lps in zip(tokens, logps):
+        finished = eos is not None and bool(ids) and ids[-1] == eos
+        results.append(Generation(
+            text=tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True), token_ids=tuple(ids),
+            finished=finished, mean_logprob=sum(lps) / len(lps) if lps else 0.0,
+        ))
+    return results
+
+
+def length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indexes in batches of similar length (shortest first; ties in input order): little padding, and the
+    same batches for the same prompts whatever ran before (a resumed or split run decodes alike)."""
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def generate_all(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -100,13 +176,15 @@ def generate_all(
     desc: str = "generate",
     show_progress: bool | None = None,
 ) -> list[Generation]:
-    """Greedy answers for every prompt, `batch_size` at a time, in order."""
+    """Greedy answers for every prompt, in order, decoded `batch_size` at a time in batches of similar length."""
     model.eval()
-    answers: list[Generation] = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc=desc, disable=None if show_progress is None else not show_progress, leave=False):
-        answers += generate_batch(model, tokenizer, prompts[start:start + batch_size], max_new_tokens=max_new_tokens)
-    return answers
+    answers: list[Generation | None] = [None] * len(prompts)
+    batches = length_batches(prompts, batch_size)
+    for batch in tqdm(batches, desc=desc, disable=None if show_progress is None else not show_progress, leave=False):
+        for i, answer in zip(batch, greedy_batch(model, tokenizer, [prompts[i] for i in batch],
+                                                 max_new_tokens=max_new_tokens)):
+            answers[i] = answer
+    return answers  # type: ignore[return-value]
 
 
 def generate_answers(
@@ -128,4 +206,7 @@ def generate_answers(
 
 
 
-__all__ = ["Generation", "generate_all", "generate_answers", "generate_batch", "left_pad"]
+__all__ = [
+    "Generation", "generate_all", "generate_answers", "generate_batch", "greedy_batch", "left_pad", "length_batches",
+    "plain_greedy",
+]

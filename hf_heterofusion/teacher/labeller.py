@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_prompt_ids
-from hf_heterofusion.data.generation import Generation, generate_batch
+from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import Prompt
 from hf_heterofusion.errors import ConfigError
@@ -29,11 +29,13 @@ from hf_heterofusion.files import write_atomic
 from hf_heterofusion.teacher.cache import cache_root, content_key, digest_dir, generation_settings
 from hf_heterofusion.teacher.filters import is_degenerate
 from hf_heterofusion.teacher.plan import TeacherPlan, TeacherPrompt
+from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate
 
 
 logger = logging.getLogger(__name__)
 
 SHOTS = 4  # seed prompts shown per synthesis query
+SYNTHESIS_VERSION = 2  # part of the synthesis cache key: prompts written by an older recipe are not reused
 
 
 def _as_text(prompt: Prompt) -> str:
@@ -63,8 +65,9 @@ class Labeller:
         keys = [content_key(list(p) if isinstance(p, tuple) else p) for p in prompts]
         cache = self._read_cache()
         self.cached = sum(k in cache for k in keys)
-        size = self.cfg.teacher_batch_size
-        batches = [list(range(s, min(s + size, len(prompts)))) for s in range(0, len(prompts), size)]
+        # Batches of similar length (by characters: known before the tokenizer is loaded, which a fully cached run
+        # never does): little padding. They depend only on the prompts, so a resumed or split run decodes alike.
+        batches = length_batches([_as_text(p) for p in prompts], self.cfg.teacher_batch_size)
         todo = [b for b in batches if any(keys[i] not in cache for i in b)]
         mine = todo[self.rank::self.world]
         fresh: list[tuple[str, dict]] = []
@@ -72,7 +75,7 @@ class Labeller:
                    disable=not self.show_progress or self.rank != 0, leave=False)
         for batch in bar:
             ids = [self._encode(prompts[i]) for i in batch]
-            gens = generate_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens)
+            gens = greedy_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens)
             entries = [(keys[i], _to_json(g)) for i, g in zip(batch, gens)]
             self._append(entries)
             fresh += entries
@@ -98,29 +101,27 @@ class Labeller:
     # ------------------------------------------------------------------------------------------ synthesis
 
     def synthesize(self) -> tuple[list[TeacherPrompt], dict]:
-        """`plan.synthesize` new prompts by few-shot prompting the source *base* with its seed prompts.
+        """`plan.synthesize` new prompts written from the seed prompts (see `synthesis.py`).
 
-        The base (adapter disabled) continues a list of the task's prompts; the adapter was trained to answer
-        prompts, not to write them. Each query shows `SHOTS` seeds in a seeded random order and ends with the
-        seeds' common prefix (often the task's instruction), and one new prompt is read up to the separator.
-        Candidates are deduplicated against the seeds and each other and filtered like answers.
+        The writer is the source *base* (adapter disabled: the adapter was trained to answer prompts, not to write
+        them); it sees `SHOTS` seeds' varying parts in a seeded random order as a numbered list and continues it
+        with one more, which goes back into the seeds' shared template. Rejected candidates are counted per reason.
         """
         plan, cfg = self.plan, self.cfg
         texts = [_as_text(s) for s in plan.seeds]
-        path = cache_root() / "teacher" / f"synth-{content_key([self.base_digest, texts, plan.synthesize, cfg.seed, cfg.teacher_batch_size])[:24]}.json"
+        key = content_key([SYNTHESIS_VERSION, self.base_digest, texts, plan.synthesize, cfg.seed,
+                           cfg.teacher_batch_size])
+        path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
             return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in
                     enumerate(data["prompts"])], data["stats"]
-        line_mode = all(t.count("\n") <= 1 and (t.endswith("\n") or "\n" not in t) for t in texts)
-        sep = "\n" if line_mode else "\n###\n"
-        suffix = "\n" if all(t.endswith("\n") for t in texts) else ""
-        prefix = os.path.commonprefix(texts)
-        prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""  # cut at a word boundary
-        budget = 2 * max(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) + 8
-        seen = {" ".join(t.split()).lower() for t in texts}
+        template = SeedTemplate.from_seeds(texts)
+        parts_filter = PartFilter(template)
+        chat = False  # the writer is a base model: it continues a list (a chat turn is for instruction-tuned writers)
+        budget = 2 * max(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in template.parts) + 8
         accepted: list[str] = []
-        stats = {"queries": 0, "duplicate": 0, "empty": 0, "truncated": 0, "degenerate": 0}
+        stats = {"queries": 0, "empty": 0, "truncated": 0, "degenerate": 0}
         size = cfg.teacher_batch_size
         limit = math.ceil(4 * plan.synthesize / size) + self.world
         batch = 0
@@ -129,10 +130,10 @@ class Labeller:
             rows = []
             for row in range(size):
                 rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
-                shots = rng.sample(texts, min(SHOTS, len(texts)))
-                context = ("".join(t if t.endswith("\n") else t + "\n" for t in shots) if line_mode
-                           else sep.join(s.strip() for s in shots) + sep) + prefix
-                rows.append(encode_prompt_ids(context, self.tokenizer))
+                shots = rng.sample(list(template.parts), min(SHOTS, len(template.parts)))
+                query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
+                    else template.list_context(shots)
+                rows.append(encode_prompt_ids(query, self.tokenizer))
             with self.model.disable_adapter():
                 gens = generate_batch(self.model, self.tokenizer, rows, max_new_tokens=budget, sample=True,
                                       seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine)
@@ -144,21 +145,18 @@ class Labeller:
             for _, batch_gens in sorted(results, key=lambda r: r[0]):
                 for g in map(_from_json, batch_gens):
                     stats["queries"] += 1
-                    cut = g.text.find(sep.strip("\n") or "\n") if not line_mode else g.text.find("\n")
-                    if cut < 0 and not g.finished:
+                    ended = g.finished or "\n" in g.text.strip()  # a list item ends at its line break
+                    part = template.read_item(g.text, chat=chat)
+                    if not ended and (chat or template.one_line):
                         stats["truncated"] += 1
-                        continue
-                    body = (g.text if cut < 0 else g.text[:cut]).rstrip()
-                    if not body.strip():
+                    elif part is None:
                         stats["empty"] += 1
                     elif is_degenerate(g.token_ids, cfg.teacher_repeat_ngram):
                         stats["degenerate"] += 1
-                    elif " ".join((prefix + body).split()).lower() in seen:
-                        stats["duplicate"] += 1
-                    elif len(accepted) < plan.synthesize:
-                        seen.add(" ".join((prefix + body).split()).lower())
-                        accepted.append(prefix + body + suffix)
+                    elif len(accepted) < plan.synthesize and parts_filter.accept(part):
+                        accepted.append(template.prompt(part))
             batch += self.world
+        stats.update(parts_filter.dropped)
         if self.rank == 0:
             write_atomic(path, json.dumps({"prompts": accepted, "stats": stats}))
         if len(accepted) < plan.synthesize:

@@ -143,7 +143,7 @@ def test_a_killed_labelling_resumes_at_the_first_unfinished_batch(teach_config, 
     reference = [r.to_json() for r in run_teachers(prepare(cfg).teaching, cfg, show_progress=False).rows]
     for path in (cache / "teacher").glob("*/part-*.jsonl"):
         path.unlink()
-    real, calls = teacher_labels.generate_batch, []
+    real, calls = teacher_labels.greedy_batch, []
 
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -151,10 +151,10 @@ def test_a_killed_labelling_resumes_at_the_first_unfinished_batch(teach_config, 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(teacher_labels, "generate_batch", dies_on_second_batch)
+    monkeypatch.setattr(teacher_labels, "greedy_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
-    monkeypatch.setattr(teacher_labels, "generate_batch", real)
+    monkeypatch.setattr(teacher_labels, "greedy_batch", real)
     resumed = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
     assert resumed.report["sources"][0]["cached"] == cfg.teacher_batch_size  # the first batch survived the kill
     assert [r.to_json() for r in resumed.rows] == reference

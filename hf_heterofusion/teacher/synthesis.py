@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Prompts written from a few seeds that stay on the task: the writer fills in only what the seeds vary.
+
+Seed prompts of one task share structure: an instruction, field labels such as `Text:` or `Review:`, an answer cue.
+A writer model asked to continue a list of whole prompts drifts (it starts a new document, a number, HTML). So
+the shared part is kept verbatim and the writer is shown, and asked for, only the part that differs between seeds
+(usually the text to label)::
+
+    seeds   "Extract the people.\\nText: Ann met Bob in Rome.\\nAnswer:"  (x 4, different texts)
+    kept    prefix "Extract the people.\\nText: "            suffix "\\nAnswer:"
+    writer  a list of the varying parts -> one new part       (one line each when every seed's part is one line)
+    prompt  prefix + new part + suffix
+
+A new part is accepted only when it is as long as the seeds' parts allow (half the shortest to twice the longest, in
+characters), is one line when theirs are, and is not a near-duplicate (token-set overlap >= `NEAR_DUPLICATE`) of a
+seed or of a part accepted before.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+
+NEAR_DUPLICATE = 0.8  # Jaccard overlap of word sets above which two parts count as the same text
+
+
+def _cut(prefix: str) -> str:
+    """A common prefix ends after whitespace: never inside a word the seeds merely share letters of."""
+    ends = [prefix.rfind(mark) for mark in (" ", "\n", "\t")]
+    return prefix[: max(ends) + 1]
+
+
+@dataclass(frozen=True)
+class SeedTemplate:
+    """What all seeds share (`prefix`, `suffix`) and what they vary (`parts`)."""
+
+    prefix: str
+    suffix: str
+    parts: tuple[str, ...]
+
+    @classmethod
+    def from_seeds(cls, texts: list[str]) -> SeedTemplate:
+        prefix = _cut(os.path.commonprefix(texts)) if len(texts) > 1 else ""
+        rests = [t[len(prefix):] for t in texts]
+        backwards = os.path.commonprefix([r[::-1] for r in rests]) if len(texts) > 1 else ""
+        suffix = _cut(backwards)[::-1]  # reversed text: the cut lands at the start of a line or word
+        parts = tuple(r[: len(r) - len(suffix)] for r in rests)
+        if any(not p.strip() for p in parts):  # a seed that is all template: nothing to vary, keep whole prompts
+            return cls("", "", tuple(texts))
+        return cls(prefix, suffix, parts)
+
+    @property
+    def one_line(self) -> bool:
+        return all("\n" not in p.strip() for p in self.parts)
+
+    @property
+    def length_bounds(self) -> tuple[int, int]:
+        lengths = [len(p.strip()) for p in self.parts]
+        return max(1, min(lengths) // 2), 2 * max(lengths)
+
+    def prompt(self, part: str) -> str:
+        return self.prefix + part + self.suffix
+
+    def list_context(self, shots: list[str]) -> str:
+        """A numbered list of `shots` (parts) that a base model continues with one more item."""
+        items = "".join(f"{i + 1}. {_flat(s) if self.one_line else s.strip()}\n" for i, s in enumerate(shots))
+        return items + f"{len(shots) + 1}."
+
+    def chat_request(self, shots: list[str]) -> str:
+        """The same list as an instruction for a chat model; the reply is the new item alone."""
+        items = "\n".join(f"{i + 1}. {_flat(s) if self.one_line else s.strip()}" for i, s in enumerate(shots))
+        shape = "one line, " if self.one_line else ""
+        return (f"Here are {len(shots)} examples of the same kind of text:\n{items}\n\nWrite one new example of "
+                f"this kind, different from these ({shape}similar length). Reply with the example only.")
+
+    def read_item(self, generated: str, *, chat: bool) -> str | None:
+        """The new part in a writer's output, or None when there is none (an empty or cut-off item)."""
+        text = generated.strip()
+        if not chat:
+            text = text.split("\n", 1)[0] if self.one_line else re.split(r"\n\s*\d+\.\s", text, maxsplit=1)[0]
+        text = re.sub(r"^\d+\.\s*", "", text).strip().strip('"').strip()
+        if self.one_line:
+            text = text.split("\n", 1)[0].strip()
+        return text or None
+
+
+class PartFilter:
+    """Accepts new parts in the seeds' length range that are not near-duplicates; counts what it drops."""
+
+    def __init__(self, template: SeedTemplate):
+        self.template = template
+        self.seen = [_words(p) for p in template.parts]
+        self.dropped = {"length": 0, "duplicate": 0}
+
+    def accept(self, part: str) -> bool:
+        low, high = self.template.length_bounds
+        if not low <= len(part) <= high:
+            self.dropped["length"] += 1
+            return False
+        words = _words(part)
+        if any(_overlap(words, other) >= NEAR_DUPLICATE for other in self.seen):
+            self.dropped["duplicate"] += 1
+            return False
+        self.seen.append(words)
+        return True
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+__all__ = ["NEAR_DUPLICATE", "PartFilter", "SeedTemplate"]
