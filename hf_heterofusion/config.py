@@ -94,7 +94,11 @@ class FusionConfig(BaseModel):
     )
 
     # --- transfer nets (paper §2.3-2.5) ---------------------------------------------------------------------------
-    embed_dim: int = Field(default=1024, ge=8, description="Embedding width E of the encoder and attention.")
+    embed_dim: int | Literal["auto"] = Field(
+        default="auto", description="Embedding width E of the encoder and attention. `auto` (default) scales with the "
+        "target: the largest `num_heads` x 2^k that is <= its hidden size / 4 and <= the paper's 1024 (so 1024 on "
+        "4096-wide 7-8B targets, 128 on SmolLM2's 576), at least 4 x `num_heads`, then halved while the transfer nets "
+        "would have more parameters than the target model itself. The resolved value is in the report.")
     num_heads: int = Field(default=8, ge=1, description="Cross-attention heads.")
     max_position_embeddings: int = Field(default=4096, ge=1, description="Size of the learned position table.")
     position_mode: Literal["concat", "per_source"] = Field(
@@ -137,6 +141,9 @@ class FusionConfig(BaseModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(default="no", description="accelerate mixed precision.")
     seed: int = Field(default=0, ge=0, description="Seeds net init, data order and RDM sampling.")
     checkpoint_every: int = Field(default=50, ge=0, description="Checkpoint every N optimiser steps (0 = never).")
+    memory_check: bool = Field(default=True, description="Before a fit (and in `check`), compare the estimated peak "
+                               "memory with what the machine (or GPU) has available and stop with exit 2 when it "
+                               "does not fit; `false` (CLI: `--force`) runs anyway.")
 
     # --- teacher stage (beyond the paper; off by default) -------------------------------------------
     teacher: Literal["none", "sources"] = Field(
@@ -177,6 +184,15 @@ class FusionConfig(BaseModel):
             return tuple({"adapter": v} if isinstance(v, str) else v for v in value)
         return value
 
+    @field_validator("embed_dim", mode="before")
+    @classmethod
+    def _check_embed_dim(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+            raise ValueError("must be an integer >= 8 (paper: 1024) or `auto`")
+        return value
+
     @field_validator("block_size", mode="before")
     @classmethod
     def _check_block_size(cls, value: Any) -> Any:
@@ -188,7 +204,7 @@ class FusionConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_heads(self) -> FusionConfig:
-        if self.embed_dim % self.num_heads:
+        if self.embed_dim != "auto" and self.embed_dim % self.num_heads:
             raise ValueError(f"`embed_dim` ({self.embed_dim}) must be a multiple of `num_heads` ({self.num_heads}); "
                              f"change one of them")
         if self.replay is None and self.max_steps != 0 and self.teacher == "none":

@@ -51,3 +51,11 @@ class HubError(HeteroFusionError, RuntimeError):
 
 class HeteroFusionWarning(UserWarning):
     """Something worth knowing that does not stop the fusion (e.g. truncated replay examples)."""
+
+
+class TeacherKeptLittleWarning(HeteroFusionWarning):
+    """A teacher kept under a quarter of the answers it gave: its rows teach little (the counts say why)."""
+
+
+class LowEnergyWarning(HeteroFusionWarning):
+    """A source lost much of its update when re-factored to the anchor's rank."""

@@ -28,6 +28,7 @@ from hf_heterofusion.method.export import adapter_base_reference, fused_tensors,
 from hf_heterofusion.method.fusion import FusionModel
 from hf_heterofusion.method.lora_trainer import AnchorLora
 from hf_heterofusion.method.train import train
+from hf_heterofusion.outputs.memory import check_fits
 from hf_heterofusion.outputs.report import FusionReport, build_report, with_ablation
 from hf_heterofusion.outputs.sizing import announce_hypernet_size
 from hf_heterofusion.outputs.writer import OutputFiles, write_side_files
@@ -62,9 +63,12 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
+    cfg = prepared.config  # with every `auto` resolved (block size, embed_dim): what trains and what is reported
     announce_hypernet_size(prepared, show=show_progress)
     examples = prepared.replay.examples if prepared.replay else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    if examples or prepared.teaching:  # something will be trained: stop now if it cannot fit, not when killed
+        check_fits(prepared, str(acc.device))
     taught = None
     if prepared.teaching:  # before the target is loaded: one model in memory at a time
         t_teach = time.perf_counter()

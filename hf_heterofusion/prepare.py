@@ -15,13 +15,26 @@ The dry run (`check`, `--dry-run`) prints this value; `pipeline.fit` trains from
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_heterofusion.config import FusionConfig, hypernet_parameters, next_power_of_two
 from hf_heterofusion.data.replay import ReplayData, read_replay
-from hf_heterofusion.data.safetensors_header import HeaderError, checkpoint_shapes, lora_misfit
-from hf_heterofusion.errors import AdapterFormatError, AdapterNotFoundError, ConfigError, IncompatibleAdaptersError
+from hf_heterofusion.data.safetensors_header import (
+    HeaderError,
+    checkpoint_files,
+    checkpoint_header,
+    checkpoint_shapes,
+    lora_misfit,
+)
+from hf_heterofusion.errors import (
+    AdapterFormatError,
+    AdapterNotFoundError,
+    ConfigError,
+    IncompatibleAdaptersError,
+    LowEnergyWarning,
+)
 from hf_heterofusion.inputs import resolve_input
 from hf_heterofusion.method.adapters import LoraAdapter, load_adapter
 from hf_heterofusion.method.align import AlignmentPlan, match_modules, plan_alignment
@@ -29,6 +42,9 @@ from hf_heterofusion.method.fusion import ModuleGroup, build_groups
 from hf_heterofusion.method.rank import refactor_rank
 from hf_heterofusion.method.roles import SUPPORTED_TARGET_FAMILIES
 from hf_heterofusion.teacher.plan import TeacherPlan, plan_teaching
+
+
+LOW_ENERGY = 0.8  # below this share of a source's update energy kept at the anchor's rank, the run warns
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,15 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
         source_dir, source_sha = resolve_input(spec.adapter, what="source adapter", lock=lock)
         source_dirs.append((source_dir, source_sha))
         raw = load_adapter(source_dir, allow_pickle=cfg.allow_pickle)
+        if raw.base_config is None and (given := _given_base_config(spec, lock)) is not None:
+            # the adapter's own base path is gone (trained elsewhere): the base the config names says its family
+            raw = load_adapter(source_dir, allow_pickle=cfg.allow_pickle, base_config=given)
         matched, energy = refactor_rank(raw, target.rank)
+        if energy < LOW_ENERGY:
+            warnings.warn(f"source `{spec.adapter}`: re-factored from rank {raw.rank} to the anchor's rank "
+                          f"{target.rank}, it keeps only {energy:.0%} of its update's energy; use an anchor of "
+                          f"rank >= {raw.rank}, or a source trained at rank {target.rank}", LowEnergyWarning,
+                          stacklevel=2)
         raws.append(raw)
         sources.append(matched)
         energies.append(energy)
@@ -85,6 +109,9 @@ def prepare(cfg: FusionConfig, *, lock: str | Path | None = None) -> PreparedFus
     block_size = cfg.block_size if cfg.block_size != "auto" else _auto_block_size(target, sources, model_config)
     groups = build_groups(matched, block_size=block_size,
                           per_source_positions=cfg.position_mode == "per_source")
+    if cfg.embed_dim == "auto":
+        cfg = cfg.model_copy(update={"embed_dim": _auto_embed_dim(cfg, model_dir, model_config, groups, block_size,
+                                                                  len(sources))})
     aligned = {mm.target.module for g in groups for mm in g.matched}
     untouched = tuple(sorted({m.module for m in target.modules} - aligned))
     replay = read_replay(cfg.replay) if cfg.replay and cfg.max_steps != 0 else None
@@ -148,9 +175,46 @@ def _check_against_base(target: LoraAdapter, model_dir: Path) -> None:
         )
 
 
+def _given_base_config(spec, lock) -> dict | None:
+    """The `config.json` of a source's base as the config names it (`base_model:`, or mergekit's `base+adapter`),
+    when that base is on this machine, else None. Used when the adapter's own `base_model_name_or_path` (often a
+    path on the machine it was trained on) is gone; only the family, depth and fused splits are read from it."""
+    if not spec.base_model:
+        return None
+    try:
+        base_dir, _ = resolve_input(spec.base_model, what="source base model", lock=lock)
+    except AdapterNotFoundError:
+        return None  # a Hub base that was not pulled (it is pulled only when the source teaches)
+    try:
+        config = json.loads((base_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _auto_embed_dim(cfg: FusionConfig, model_dir: Path, model_config: dict, groups, block_size: int,
+                    n_sources: int) -> int:
+    """`embed_dim: auto` (see its description in config.py): proportionate to the target's width, and nets never
+    larger than the target itself (the paper's 1024 on a 135M model would be ~400x a tiny one's size)."""
+    floor = 4 * cfg.num_heads
+    ceiling = max(floor, min(1024, (model_config.get("hidden_size") or 4096) // 4))
+    e = floor  # widths num_heads x 2^k: the heads always divide them
+    while 2 * e <= ceiling:
+        e *= 2
+    target = sum(info.numel for info in checkpoint_header(model_dir).values()) if checkpoint_files(model_dir) else 0
+
+    def nets(e: int) -> int:
+        return sum(hypernet_parameters(g.rank, block_size, e, cfg.max_position_embeddings, sources=n_sources,
+                                       position_mode=cfg.position_mode) for g in groups)
+
+    while target and e > floor and nets(e) > target:
+        e //= 2
+    return e
+
+
 def _auto_block_size(target: LoraAdapter, sources, model_config: dict) -> int:
     hidden = [model_config.get("hidden_size") or 0] + [s.hidden_size or 0 for s in sources]
     return next_power_of_two(max(hidden))
 
 
-__all__ = ["PreparedFusion", "prepare"]
+__all__ = ["LOW_ENERGY", "PreparedFusion", "prepare"]

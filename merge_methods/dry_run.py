@@ -16,7 +16,7 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import MERGED_SUBDIR, ROLES
 from hf_heterofusion.data.safetensors_header import checkpoint_header
 from hf_heterofusion.inputs import resolve_input
-from hf_heterofusion.outputs.memory import estimate_fit_memory
+from hf_heterofusion.outputs.memory import check_fits
 from hf_heterofusion.outputs.report import source_reports
 from hf_heterofusion.outputs.sizing import suggestion, target_parameters
 from hf_heterofusion.prepare import PreparedFusion, prepare
@@ -74,10 +74,10 @@ def _teachers(prepared: PreparedFusion) -> list[str]:
                               + 2 * plan.synthesize * 6 * prompt_tokens)
         total_cpu, total_gpu = total_cpu + flops / CPU_FLOPS, total_gpu + flops / GPU_FLOPS
         lines.append(f"  {plan.describe()}")
-        lines.append(f"      teacher {params:,} parameters; {rows} rows to label: ~{_seconds(flops / CPU_FLOPS)} CPU / "
-                     f"~{_seconds(flops / GPU_FLOPS)} GPU (cached rows cost nothing)")
+        lines.append(f"      teacher {params:,} parameters; {rows} rows to label: {_seconds(flops / CPU_FLOPS)} CPU / "
+                     f"{_seconds(flops / GPU_FLOPS)} GPU (cached rows cost nothing)")
     trained = "the anchor adapter (`trainer: lora`)" if cfg.trainer == "lora" else "the transfer nets"
-    lines.append(f"  labelling in all ~{_seconds(total_cpu)} CPU / ~{_seconds(total_gpu)} GPU; the kept rows join the "
+    lines.append(f"  labelling in all {_seconds(total_cpu)} CPU / {_seconds(total_gpu)} GPU; the kept rows join the "
                  f"replay set that trains {trained}")
     return lines
 
@@ -178,13 +178,10 @@ def _estimates(prepared: PreparedFusion, replay_count: int) -> list[str]:
     from hf_heterofusion.method.train import lr_schedule_steps
 
     cfg = prepared.config
-    mc = prepared.target_model_config
     n_params, n_bytes, _ = checkpoint_stats(prepared.target_model_dir)
     hyper = sum(prepared.hypernet_parameters().values())
     tokens = cfg.batch_size * cfg.max_length
-    memory = estimate_fit_memory(n_params, cfg.torch_dtype, hypernet_parameters=hyper,
-                                 hidden_size=mc.get("hidden_size") or 0, num_layers=mc.get("num_hidden_layers") or 0,
-                                 vocab_size=mc.get("vocab_size") or 0, tokens=tokens)
+    memory = check_fits(prepared, "cuda" if _cuda() else "cpu")  # exit 2 in `check` when it cannot fit
     _, steps = lr_schedule_steps(replay_count, cfg, 1) if replay_count else (0, 0)
     # Per optimiser step: frozen target forward + backward to the patched B' (~4 FLOPs per parameter and token),
     # plus the nets' forward + backward (~6 FLOPs per net parameter and block token) once per micro-batch.
@@ -291,3 +288,9 @@ def _seconds(s: float) -> str:
 
 
 __all__ = ["checkpoint_stats", "describe_data_free", "describe_fusion", "describe_other", "describe_trained"]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -107,6 +107,22 @@ def read_merge_yaml(path: str | Path) -> MergeYaml:
     return MergeYaml(text, data, str(path), Path(os.path.abspath(path)).parent)
 
 
+def check_merge_method(doc: MergeYaml) -> None:
+    """`merge_method` must name a method mergekit knows (ours included): a typo is one line with a did-you-mean,
+    before mergekit would end in a traceback. Call after `register_all()`."""
+    from mergekit.merge_methods import registered_methods
+
+    method = doc.merge_method
+    if method is None:
+        return  # mergekit's own parse says what is missing
+    known = sorted({m.spec.name for m in registered_methods()} | {METHOD_NAME})
+    if method in known:
+        return
+    close = difflib.get_close_matches(str(method), known, n=1)
+    hint = f"did you mean `{close[0]}`?" if close else f"known methods: {', '.join(known)}"
+    raise ConfigError(f"{doc.where}: unknown `merge_method: {method}`; {hint}")
+
+
 def merge_configuration(doc: MergeYaml) -> MergeConfiguration:
     """mergekit's own parse of the YAML, with its errors turned into one `ConfigError` line."""
     return _merge_configuration(doc, doc.data)

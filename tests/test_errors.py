@@ -419,8 +419,10 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.filterwarnings("default::hf_heterofusion.errors.HeteroFusionWarning")
 def test_unequal_source_rank_is_refactored_by_svd_and_energy_reported(base_config, fixture_zoo, tmp_path, capsys):
-    """Source rank 8 vs target rank 4: no error; the source is re-factored and the energy kept is in the report."""
+    """Source rank 8 vs target rank 4: no error; the source is re-factored, the energy kept is in the report, and
+    the CLI warns on one line when under 80 % of it was kept."""
     cfg = tmp_path / "cfg.yml"
     data = dict(base_config, sources=[str(fixture_zoo.adapter("qwen2", r=8, seed=10))], max_steps=0)
     data.pop("replay")
@@ -428,7 +430,11 @@ def test_unequal_source_rank_is_refactored_by_svd_and_energy_reported(base_confi
     code, out, err = run_cli(["fuse", str(cfg), str(tmp_path / "out")], capsys)
     assert code == 0, err
     source = json.loads((tmp_path / "out" / "fusion_report.json").read_text())["sources"][0]
-    assert source["original_rank"] == 8 and 0.5 < source["energy_kept"] < 1.0
+    assert source["original_rank"] == 8 and source["rank"] == 4 and 0.5 < source["energy_kept"] < 1.0
+    warning = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert source["energy_kept"] < 0.8  # this fixture keeps ~72 %: the warning must be on the console
+    assert any(f"keeps only {source['energy_kept']:.0%} of its update's energy" in line
+               and "use an anchor of rank >= 8" in line for line in warning), warning
 
 
 @pytest.mark.integration

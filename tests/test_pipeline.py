@@ -9,6 +9,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from hf_heterofusion.errors import LowEnergyWarning
 from hf_heterofusion.method.adapters import load_adapter
 from hf_heterofusion.outputs.report import source_reports
 from hf_heterofusion.pipeline import fit, fuse
@@ -100,7 +101,8 @@ def test_gradients_reach_only_transfer_nets_and_alphas(make_config):
 
 def test_unequal_source_rank_is_refactored_and_reported(make_config):
     cfg = make_config(sources=("qwen2", "mistral"), ranks=[8, 2], max_steps=1)
-    prepared = prepare(cfg)
+    with pytest.warns(LowEnergyWarning, match=r"re-factored from rank 8 to the anchor's rank 4, it keeps only \d+%"):
+        prepared = prepare(cfg)
     assert all(m.rank == 4 for s in prepared.sources for m in s.modules)
     r8, r2 = source_reports(prepared)
     assert r8.original_rank == 8 and 0 < r8.energy_kept < 1 and r8.rank == 4

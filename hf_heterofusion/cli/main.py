@@ -13,6 +13,7 @@ that command's handler, so `--help`, `--version` and a mistyped option answer at
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import warnings
@@ -32,6 +33,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     if _is_mergekit_yaml(args.config):  # one way in: a mergekit YAML given to `fuse` runs as `merge` would
         return _fuse_mergekit_yaml(args)
     cfg = FusionConfig.from_yaml(args.config)
+    if args.force:
+        cfg = cfg.model_copy(update={"memory_check": False})
     overrides = _split_overrides(args.set or [])
     if overrides:
         cfg = FusionConfig.from_mapping({**cfg.model_dump(), **_parse_values(overrides)}, where="--set")
@@ -93,19 +96,20 @@ def _fuse_mergekit_yaml(args: argparse.Namespace) -> int:
 
     if args.set:
         raise ConfigError("--set applies to fuse-format configs; edit the mergekit YAML's `parameters:` instead")
-    return run_merge_config(args.config, args.out_dir, options=MergeOptions(), dry_run=args.dry_run,
+    return run_merge_config(args.config, args.out_dir, options=MergeOptions(), dry_run=args.dry_run, force=args.force,
                             overwrite=args.overwrite, evaluation=(held_out_share(args.eval, args.eval_fraction),
                                                                   args.eval_file))
 
 
 def _cmd_make_example(args: argparse.Namespace) -> int:
-    from hf_heterofusion.examples.make_example import EXAMPLES, FUSE_EXAMPLE, make_example_inputs
+    from hf_heterofusion.examples.make_example import EXAMPLES, FUSE_EXAMPLE, OUTPUTS, make_example_inputs
 
     out = make_example_inputs(args.dir, overwrite=args.overwrite)
     print(f"example inputs written to {out} (models/, adapters/, replay.jsonl); run one with")
+    print(f"  hf-heterofusion check {out / EXAMPLES[0]}")
     for name in EXAMPLES:
-        print(f"  hf-heterofusion merge {out / name} out/{Path(name).stem}")
-    print(f"  hf-heterofusion fuse {out / FUSE_EXAMPLE} out/fuse_adapter")
+        print(f"  hf-heterofusion merge {out / name} {OUTPUTS[name]}")
+    print(f"  hf-heterofusion fuse {out / FUSE_EXAMPLE} {OUTPUTS[FUSE_EXAMPLE]} --eval")
     return 0
 
 
@@ -157,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("out_dir", help="output directory (PEFT adapter, report, card)")
     fuse.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     fuse.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    fuse.add_argument("--force", action="store_true", help="run even when the estimated memory exceeds what is "
+                      "available (same as `memory_check: false`)")
     fuse.add_argument("--dry-run", action="store_true", help="read configs and adapter headers only; print the plan, "
                       "hypernet size, memory and time estimates, and exit (2 if the fusion cannot run)")
     add_eval_options(fuse)
@@ -233,13 +239,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at interpreter exit
+            return code
     except HeteroFusionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`... | head -1`): stop quietly like any Unix filter, with the status a SIGPIPE gives
+        # (128 + 13); what is still buffered goes to /dev/null so Python's exit flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
-        print("interrupted; outputs were not written (rerun to resume from the last checkpoint)", file=sys.stderr)
+        print(f"interrupted; {_interrupted_state(args)}", file=sys.stderr)
         return 130
+
+
+def _interrupted_state(args: argparse.Namespace) -> str:
+    """What an interrupted command left: outputs appear only when complete; a fit keeps its last checkpoint."""
+    out = getattr(args, "out_dir", None) or getattr(args, "out_path", None)
+    if out:
+        checkpoint = Path(out).parent / f".{Path(out).name}.heterofusion-work" / "checkpoint.pt"
+        if checkpoint.is_file():
+            return (f"{out} was not written; the last training checkpoint was kept in {checkpoint.parent} and "
+                    f"rerunning the same command resumes from it")
+        return f"{out} was not written (no training checkpoint yet: rerunning starts over)"
+    return "nothing was written"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -51,7 +52,9 @@ def add_merge_commands(subparsers: argparse._SubParsersAction) -> None:
     check = subparsers.add_parser("check", help="dry-run a config (mergekit YAML or fuse format): alignment, "
                                   "modules, hypernet size, memory and time estimates (exit 2 if it cannot run)")
     check.add_argument("config", help="mergekit YAML or fuse-format YAML file")
-    check.set_defaults(func=lambda args: check_config(args.config))
+    check.add_argument("--force", action="store_true", help="do not stop when the estimated memory exceeds what is "
+                       "available (same as `memory_check: false`)")
+    check.set_defaults(func=lambda args: check_config(args.config, force=args.force))
 
     hook = subparsers.add_parser("mergekit-hook", help="let the plain `mergekit-yaml` command find `heterofusion` "
                                                        "(a start-up .pth file in this environment)")
@@ -86,7 +89,7 @@ def merge_main(argv: Sequence[str] | None = None, *, catch_errors: bool = True) 
     return int(result or 0)
 
 
-def check_config(config: str, *, echo: Callable[[str], Any] = print) -> int:
+def check_config(config: str, *, echo: Callable[[str], Any] = print, force: bool = False) -> int:
     """`check CONFIG.yml`: the dry run of either config format (a `fuse` config or a mergekit YAML)."""
     from hf_heterofusion.merge_methods.yaml_config import read_merge_yaml
 
@@ -95,11 +98,13 @@ def check_config(config: str, *, echo: Callable[[str], Any] = print) -> int:
         from hf_heterofusion.merge_methods.dry_run import describe_fusion
 
         lock = doc.base_dir / LOCK_NAME
-        echo(describe_fusion(FusionConfig.from_yaml(config), lock=lock if lock.is_file() else None))
+        cfg = FusionConfig.from_yaml(config)
+        echo(describe_fusion(cfg.model_copy(update={"memory_check": False}) if force else cfg,
+                             lock=lock if lock.is_file() else None))
         return 0
     from mergekit.options import MergeOptions
 
-    return run_merge_config(config, None, options=MergeOptions(), dry_run=True, echo=echo)
+    return run_merge_config(config, None, options=MergeOptions(), dry_run=True, echo=echo, force=force)
 
 
 def merge_command() -> click.Command:
@@ -118,9 +123,12 @@ def merge_command() -> click.Command:
     @click.option("--eval-fraction", type=float, default=None, help="heterofusion: share of replay rows held out "
                   "(implies --eval)")
     @click.option("--eval-file", default=None, help="heterofusion: score on the rows of this JSONL instead")
+    @click.option("--force", is_flag=True, help="heterofusion: run even when the estimated memory exceeds what is "
+                  "available (same as `memory_check: false`)")
     @add_merge_options
     def merge(merge_options: MergeOptions, config_file: str, out_path: str | None, dry_run: bool,
-              overwrite: bool, evaluate: bool, eval_fraction: float | None, eval_file: str | None) -> int:
+              overwrite: bool, evaluate: bool, eval_fraction: float | None, eval_file: str | None,
+              force: bool) -> int:
         """Run a mergekit YAML config with the `heterofusion` method registered (mergekit-yaml compatible)."""
         from hf_heterofusion.outputs.evaluate import held_out_share
 
@@ -128,24 +136,25 @@ def merge_command() -> click.Command:
             raise click.UsageError("Missing argument 'OUT_PATH' (or pass --dry-run).")
         merge_options.apply_global_options()
         return run_merge_config(config_file, out_path, options=merge_options, dry_run=dry_run, overwrite=overwrite,
-                                evaluation=(held_out_share(evaluate, eval_fraction), eval_file))
+                                evaluation=(held_out_share(evaluate, eval_fraction), eval_file), force=force)
 
     return merge
 
 
 def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOptions, dry_run: bool = False,
                      overwrite: bool = False, echo: Callable[[str], Any] = print,
-                     evaluation: tuple[float | None, str | None] = (None, None)) -> int:
+                     evaluation: tuple[float | None, str | None] = (None, None), force: bool = False) -> int:
     """Route one mergekit YAML: trained heterofusion, data-free heterofusion, or plain mergekit.
 
     `evaluation` is (held-out fraction, held-out file) of `--eval`; (None, None) evaluates nothing.
     Returns 0; raises `HeteroFusionError` for user errors (the caller prints it and exits with 2).
     """
     from hf_heterofusion.merge_methods import register_all
-    from hf_heterofusion.merge_methods.yaml_config import read_merge_yaml
+    from hf_heterofusion.merge_methods.yaml_config import check_merge_method, read_merge_yaml
 
     register_all()
     doc = read_merge_yaml(config_file)
+    check_merge_method(doc)
     wants_eval = evaluation != (None, None) and not dry_run
     if wants_eval and not (doc.is_heterofusion and doc.mode == "trained"):
         raise ConfigError("--eval scores a trained heterofusion fusion (`base_model: target+anchor_adapter`); "
@@ -156,6 +165,8 @@ def run_merge_config(config_file: str, out_path: str | None, *, options: MergeOp
         from hf_heterofusion.merge_methods.yaml_trained import trained_job
 
         job = trained_job(doc, random_seed=options.random_seed, trust_remote_code=options.trust_remote_code)
+        if force:
+            job = dataclasses.replace(job, config=job.config.model_copy(update={"memory_check": False}))
         if dry_run:
             from hf_heterofusion.merge_methods.dry_run import describe_trained
 

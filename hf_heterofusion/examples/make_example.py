@@ -27,6 +27,9 @@ from hf_heterofusion.testing.factories import make_lora_adapter, make_tiny_model
 
 EXAMPLES = ("heterofusion_adapter.yml", "heterofusion_merged.yml", "heterofusion_data_free.yml")
 FUSE_EXAMPLE = "fuse_adapter.yml"
+# Where each example writes in the README's walk-through (the command prints the same lines).
+OUTPUTS = {"heterofusion_adapter.yml": "out/fused", "heterofusion_merged.yml": "out/merged",
+           "heterofusion_data_free.yml": "out/data-free", "fuse_adapter.yml": "out/fuse-adapter"}
 # folder name -> (family, model seed); adapter folder -> (base folder, adapter seed)
 MODELS = {"llama": ("llama", 0), "qwen2": ("qwen2", 1), "phi3": ("phi3", 2), "mistral": ("mistral", 3)}
 ADAPTERS = {"llama-task-a": ("llama", 10), "llama-task-b": ("llama", 11), "qwen2-task-b": ("qwen2", 12),

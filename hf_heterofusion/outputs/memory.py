@@ -17,6 +17,16 @@ to the measured peak of a ~1B model (`python -m benchmarks --perf`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hf_heterofusion.data.safetensors_header import checkpoint_header
+from hf_heterofusion.errors import ConfigError
+from hf_heterofusion.outputs.sizing import suggestion
+
+
+if TYPE_CHECKING:
+    from hf_heterofusion.prepare import PreparedFusion
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
@@ -82,3 +92,46 @@ def estimate_from_config(model_config: dict, dtype: str | None, *, hypernet_para
 # Llama-3-8B's shape, for the "does an 8B target fit" line of `check`.
 LLAMA3_8B = {"hidden_size": 4096, "num_hidden_layers": 32, "intermediate_size": 14336, "vocab_size": 128256,
              "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False}
+
+
+class InsufficientMemoryError(ConfigError):
+    """The fit's estimated peak memory exceeds what the machine (or the GPU) has available."""
+
+
+def available_bytes(device: str = "cpu") -> int | None:
+    """Memory free for a fit on `device`: the GPU's free memory, or the kernel's MemAvailable (None if unknown)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0]) if torch.cuda.is_available() else None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def fit_estimate(prepared: PreparedFusion) -> MemoryEstimate:
+    """The peak-memory estimate of one fit of `prepared` (target from its safetensors headers)."""
+    cfg, mc = prepared.config, prepared.target_model_config
+    params = sum(info.numel for info in checkpoint_header(prepared.target_model_dir).values())
+    return estimate_fit_memory(params, cfg.torch_dtype, hypernet_parameters=sum(prepared.hypernet_parameters().values()),
+                               hidden_size=mc.get("hidden_size") or 0, num_layers=mc.get("num_hidden_layers") or 0,
+                               vocab_size=mc.get("vocab_size") or 0, tokens=cfg.batch_size * cfg.max_length)
+
+
+def check_fits(prepared: PreparedFusion, device: str = "cpu", *, available: int | None = None) -> MemoryEstimate:
+    """Stop before anything is allocated when the estimate exceeds the memory available (`memory_check: false` or
+    `--force` runs anyway): the alternative is an allocation that grows until the kernel kills the process."""
+    estimate = fit_estimate(prepared)
+    free = available if available is not None else available_bytes(device)
+    if prepared.config.memory_check and free is not None and estimate.total > free:
+        gib = 2**30
+        room = free - estimate.weights - estimate.activations - estimate.overhead
+        raise InsufficientMemoryError(
+            f"the fit needs about {estimate.total / gib:,.1f} GiB ({estimate.line('estimate')}) but {device} has "
+            f"{free / gib:,.1f} GiB available; {suggestion(prepared, max(1, room // 16))}, lower "
+            f"`max_length`, or set `memory_check: false` (CLI: --force) to run anyway")
+    return estimate

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.replay import Prompt, ReplayExample
+from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
 from hf_heterofusion.teacher.filters import FILTERS, drop_reason
 from hf_heterofusion.teacher.labeller import Labeller
@@ -93,12 +95,28 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
             "cached": labeller.cached, "teacher_loaded": labeller.loaded, "seconds": round(seconds, 2),
             "samples": [r.to_json() for r in kept[:3]],
         })
+        if generations and 4 * len(kept) < len(generations):
+            _warn_kept_little(plan.name, len(kept), len(generations), dropped)
         logger.info("teacher %s: %d prompts, kept %d (%s); %s", plan.name, len(generations), len(kept),
                     ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none dropped",
                     "all cached, teacher not loaded" if not labeller.loaded else f"{labeller.cached} cached")
     report = {"mode": "placebo" if cfg.teacher_placebo else "sources", "rows": len(rows), "sources": per_source,
               "settings": generation_settings(cfg)}
     return TeacherResult(tuple(rows), report)
+
+
+# What loosens each filter, for the warning when a teacher keeps little.
+_FIXES = {"empty": "check the prompts' format (`prompt_format`)",
+          "truncated": "raise `teacher_max_new_tokens` (or set `teacher_drop_truncated: false`)",
+          "degenerate": "raise `teacher_repeat_ngram`", "low_logprob": "lower or unset `teacher_min_logprob`"}
+
+
+def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, int]) -> None:
+    reasons = sorted(((n, k) for k, n in dropped.items() if n), reverse=True)
+    counts = ", ".join(f"{k} {n}" for n, k in reasons)
+    fixes = "; ".join(_FIXES[k] for _, k in reasons if k in _FIXES)
+    warnings.warn(f"teacher `{name}` kept {kept} of {labelled} answers (dropped: {counts}); its rows teach little: "
+                  f"{fixes}", TeacherKeptLittleWarning, stacklevel=3)
 
 
 __all__ = ["TeacherResult", "TeacherRow", "run_teachers"]

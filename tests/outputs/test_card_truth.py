@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file
 
 from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.outputs.card import write_card
 from hf_heterofusion.pipeline import fit
 
@@ -93,7 +94,8 @@ def test_teacher_card_names_the_bases_it_loaded_and_the_kept_count(fixture_zoo, 
 
 def test_teacher_card_says_so_when_no_answer_was_kept(fixture_zoo, replay_file, prompts_file, tmp_path):
     cfg = _teacher_config(fixture_zoo, replay_file, prompts_file, teacher_min_logprob=0.0)  # no answer is that sure
-    report = fit(cfg, show_progress=False).report
+    with pytest.warns(TeacherKeptLittleWarning, match="kept 0 of"):
+        report = fit(cfg, show_progress=False).report
     assert report.teacher["rows"] == 0
 
     text = _card(tmp_path, report)

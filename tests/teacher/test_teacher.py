@@ -13,6 +13,7 @@ from hf_heterofusion.cli.main import main
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import TEACHER_REPLAY_NAME
 from hf_heterofusion.data.generation import Generation
+from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.pipeline import fuse
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher import labeller as teacher_labels
@@ -179,11 +180,16 @@ def test_degenerate_needs_three_occurrences():
 
 @pytest.mark.integration
 def test_filter_counts_reach_the_report(teach_config, cache):
+    """A teacher that keeps under a quarter of its answers says so, with the counts and the fix."""
     cfg = teach_config(teacher_drop_truncated=True, teacher_max_new_tokens=2, source={"synthesize": 0})
-    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    with pytest.warns(TeacherKeptLittleWarning) as caught:
+        result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
     stats = result.report["sources"][0]
     assert stats["dropped"]["truncated"] > 0
     assert stats["kept"] + sum(stats["dropped"].values()) == stats["labelled"] == 7
+    message = next(str(w.message) for w in caught if w.category is TeacherKeptLittleWarning)
+    assert f"teacher `qwen` kept {stats['kept']} of 7 answers (dropped: truncated {stats['dropped']['truncated']}" \
+        in message and "raise `teacher_max_new_tokens`" in message
 
 
 def _write_yaml(path, data):
