@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import child_env
 from .grid import GRIDS, REGIMES
 
 
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny random fixtures, ~1 min: checks the pipeline only")
     p.add_argument("--grid", choices=sorted(GRIDS), default=None,
-                   help="`full` (the issue's sizes; GPU or long night), `reduced` (fits a 2-core CPU in hours) or "
+                   help="`full` (the paper's sizes; GPU or long night), `reduced` (fits a 2-core CPU in hours) or "
                         "`quick`; default `full` (`quick` with --quick)")
     p.add_argument("--out", type=Path, default=Path("bench_results"), help="output folder (default bench_results/)")
     p.add_argument("--cache", type=Path, default=None,
@@ -51,15 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _detach(argv: Sequence[str], out: Path) -> int:
     """Start this command again in a new session, stdout/stderr to `<out>/bench.console.log`; print its pid."""
-    import os
-    import subprocess
-
     out.mkdir(parents=True, exist_ok=True)
     args = [a for a in argv if a != "--background"]
     with open(out / "bench.console.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "benchmarks", *args], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                env=dict(os.environ))
+                                env=child_env())
     print(f"benchmark running in the background: pid {proc.pid}, log {out / 'bench.log'}")
     return 0
 
@@ -69,14 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.background:
         return _detach(argv, args.out)
+    # The run modules are imported only once a command needs them: they load torch, transformers and the library
+    # (seconds), which `--help` and `--background` (a parent that only starts the real run) never use.
     if args.report_only:
         from .suite import report_only
 
         paths = report_only(args.out, args.snapshot)
         print("wrote " + ", ".join(str(p) for p in paths.values()))
         return 0
-    from .suite import run_suite
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
     if args.perf:  # the performance section alone (benchmarks/perf_cli.py)
@@ -85,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_perf_only(grid_name=args.grid or ("quick" if args.quick else "reduced"), out=args.out, cache=args.cache,
                       threads=args.threads)
         return 0
+    from .suite import run_suite
+
     run_suite(grid_name=args.grid or ("quick" if args.quick else "full"), out=args.out, cache=args.cache,
               threads=args.threads, seeds=args.seeds, perf=not args.skip_perf, only=args.only,
               regimes=args.regimes, loso=not args.no_loso, cached_only=args.cached_only,

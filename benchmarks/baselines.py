@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Baselines that move source LoRA experts onto the target without training (plus the placebo sources).
 
-All of them start from the same topology alignment HeteroFusion uses (paper §2.1): `align.plan_alignment` pairs
-target and source layers (tail by default, `transfer_ratio` honoured) and `align.match_modules` pairs role units
-(`adapters.LoraModule`) q with q, k with k, ...
+All of them start from the same topology alignment HeteroFusion uses (`hf_heterofusion.method.align`):
+`align.plan_alignment` pairs target and source layers (tail by default, `transfer_ratio` honoured) and
+`align.match_modules` pairs role units (`adapters.LoraModule`) q with q, k with k, ...
 Inside a pair, the source factors are cropped or zero-padded to the target's widths: `A_k (r x d_in_k)` keeps
 or pads columns to `d_in_T`, `B_k (d_out_k x r)` rows to `d_out_T`. That is all a weight-space method can do
 across families, and it is why they fail: row `i` of a Gemma projection has nothing to do with row `i` of a
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from mergekit.merge_methods import merge_tensors
 from safetensors.torch import load_file, save_file
 
 from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
@@ -84,8 +85,6 @@ def merged_delta(unit: AlignedUnit, method: str, *, density: float) -> torch.Ten
         a = unit.A + sum((s[0] for s in unit.sources), torch.zeros_like(unit.A))
         b = unit.B + sum((s[1] * (s[2] / unit.scale) for s in unit.sources), torch.zeros_like(unit.B))
         return unit.scale * b @ a
-    from mergekit.merge_methods import merge_tensors
-
     deltas = [unit.scale * unit.B @ unit.A] + [s * b @ a for a, b, s in unit.sources]
     params = {"weight": 1.0}
     if method in ("ties", "dare_ties"):

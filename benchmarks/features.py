@@ -2,10 +2,11 @@
 """Which pipeline features the library under test offers, so the benchmark runs what exists and marks what does not.
 
 The benchmark ships in the library's repository, but its result cache outlives checkouts, and a method whose
-feature is missing must be recorded as skipped with the reason (`SKIPPED`), never silently run as something else.
-A feature exists when the config accepts it: the value among the choices of its config key (`teacher: sources`,
-`trainer: lora`), or the key itself (`warmup_start`). The config rejects anything else, so a run cannot ask for a
-feature the library would ignore.
+feature is missing must be recorded as skipped with the reason (`TEACHER_MISSING`, `LORA_MISSING`: the report
+lists it as SKIPPED), never silently run as something else. A feature exists when `FusionConfig` declares it: the
+value among the `Literal` choices of its field (`teacher: sources`, `trainer: lora`), or the field itself
+(`warmup_start`); no source text is read. The config rejects anything else, so a run cannot ask for a feature the
+library would ignore.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ class Features:
         return {"teacher": self.teacher, "lora_trainer": self.lora_trainer, "warmup_start": self.warmup_start}
 
 
-TEACHER_MISSING = "teacher stage not available in this checkout "
-LORA_MISSING = "`trainer: lora` not available in this checkout "
+TEACHER_MISSING = "teacher stage not available in this checkout"
+LORA_MISSING = "`trainer: lora` not available in this checkout"
 
 
 def _choices(key: str) -> tuple:

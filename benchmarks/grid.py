@@ -13,8 +13,8 @@ Every trained method runs for the same `steps` optimiser steps (batch 1 x `accum
 rate from its sweep (`sft_lrs` for methods that train the anchor adapter, `fusion_lrs` for the transfer nets) by
 the average score on a dev split (`n_dev` rows per task, disjoint from train, replay, prompts and test).
 
-`FULL` is the issue's ask (300 replay examples per task, paper fusion config with E=1024, three epochs); it needs
-a GPU or a long night. `REDUCED` is what fits on a shared 2-core CPU in a few hours; `QUICK` runs the same code
+`FULL` is the paper's scale (300 replay examples per task, the paper's fusion config with E=1024, three epochs); it
+needs a GPU or a long night. `REDUCED` is what fits on a shared 2-core CPU in a few hours; `QUICK` runs the same code
 path on tiny random models in about a minute (the test suite runs it). Every reduction is listed in
 `Grid.reductions` and copied into `results.md`, so a number is never read without its scale.
 """
@@ -127,7 +127,7 @@ REDUCED = FULL.with_(
         "the 36 labelled few-label rows) instead of 3 epochs of 300 rows per task at accumulation 8; the first "
         "snapshot ran 24 steps, under half an epoch once the teacher rows joined, which diluted every row",
         "HeteroFusion runs take the library's default fast path (`amortize_nets: true`: the nets once per "
-        "accumulation window; same CE gradient, one RDM draw per window; tests/test_fast_path.py), ~3.5x faster "
+        "accumulation window; same CE gradient, one RDM draw per window; tests/method/test_fast_path.py), ~3.5x faster "
         "per step than the reference path on this CPU",
         "faithful preset: E=256 instead of 1024 and K=512 RDM projections instead of 2048; the net pass at E=1024 "
         "costs ~4x more and dominates the step on CPU (see the performance section for E=1024 timings)",

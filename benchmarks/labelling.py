@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
 
 from hf_heterofusion.examples.synthetic import TASK_NAMES, get_task, make_splits
 
@@ -24,9 +26,6 @@ from .models import ensure_model
 
 def zero_adapter(base_dir: Path, out: Path) -> Path:
     """A rank-8 LoRA on every attention and MLP projection with B = 0 (PEFT's initialisation): a no-op adapter."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                             "up_proj", "down_proj"])

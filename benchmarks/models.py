@@ -30,6 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_heterofusion.testing.factories import make_tiny_model
+
+from . import REPOSITORY
 
 
 logger = logging.getLogger(__name__)
@@ -84,7 +89,7 @@ def _package_dir(module: str) -> Path:
 
 def _constraints_file() -> Path | None:
     """The project's constraints lock when running from a checkout (it keeps pip from touching torch)."""
-    candidate = Path(__file__).resolve().parents[2] / "constraints.txt"
+    candidate = REPOSITORY / "constraints.txt"
     return candidate if candidate.is_file() else None
 
 
@@ -153,8 +158,6 @@ def _convert(gguf: Path, out: Path) -> None:
     GGUF-loaded models refuse `save_pretrained` (their config carries a `quantization_config`); rebuilding the
     model from the cleaned config and loading the dequantised state dict gives an ordinary fp32 model.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
@@ -184,8 +187,6 @@ def resolve_model(key: str, cache: Path) -> Path:
         raise ValueError(f"unknown benchmark model `{key}`; choose one of {', '.join([*MODELS, *TINY_FAMILIES])}")
     out = cache / "models" / key
     if not (out / "config.json").is_file():
-        from hf_heterofusion.testing.factories import make_tiny_model
-
         make_tiny_model(TINY_FAMILIES[key], out, seed=0 if key == "tiny-llama" else 1)
     return out
 

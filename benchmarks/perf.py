@@ -17,19 +17,27 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hf_heterofusion.config import hypernet_parameters
+from hf_heterofusion.config import FusionConfig, hypernet_parameters
+from hf_heterofusion.data.replay import load_replay
+from hf_heterofusion.examples import experts
+from hf_heterofusion.method.fusion import FusionModel
+from hf_heterofusion.outputs.sizing import HypernetSizeWarning
+from hf_heterofusion.pipeline import fit
+from hf_heterofusion.prepare import prepare
+from hf_heterofusion.testing.factories import make_lora_adapter
 
+from . import child_env
 from .grid import ALL_PROJECTIONS
 from .measure import folder_mb, peak_rss_mb
 from .perf_target import job_target_memory, run_target_memory, teacher_throughput
@@ -145,17 +153,13 @@ def _job(job: dict) -> dict:
     logger.info("perf job %s", job["kind"] + (f" E={job['embed_dim']} amortize={job['amortize']}"
                                              if job["kind"] == "fit" else ""))
     if job.get("in_process"):
-        import warnings
-
-        from hf_heterofusion.outputs.sizing import HypernetSizeWarning
-
         try:
             with warnings.catch_warnings():  # the quick grid's nets dwarf its toy models, as the warning says
                 warnings.simplefilter("ignore", HypernetSizeWarning)
                 return JOBS[job["kind"]](job)
         except Exception as err:  # same contract as a failed subprocess
             raise RuntimeError(f"perf job {job['kind']} failed: {type(err).__name__}: {err}") from err
-    env = dict(os.environ, OMP_NUM_THREADS=str(job["threads"]), TOKENIZERS_PARALLELISM="false")
+    env = child_env(OMP_NUM_THREADS=str(job["threads"]), TOKENIZERS_PARALLELISM="false")
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.perf", json.dumps(job)],
                           capture_output=True, text=True, env=env)
@@ -166,14 +170,13 @@ def _job(job: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the jobs
-
-
+# Each job runs in a fresh interpreter that reports its own peak RSS and wall time, so mergekit and the merge
+# planner (~2 s and ~150 MB at import here) are imported only inside the export jobs that use them: at module level
+# they would inflate every other job's numbers.
 
 
 def _fusion_cfg(job: dict, *, sources: list[str], anchor: str, embed_dim: int, amortize: bool,
-                block_size: int | str | None = None, examples: int | None = None):
-    from hf_heterofusion.config import FusionConfig
-
+                block_size: int | str | None = None, examples: int | None = None) -> FusionConfig:
     g = job["grid"]
     return FusionConfig(
         target_model=job["target"], target_adapter=anchor, sources=sources, replay=job["replay"],
@@ -187,9 +190,6 @@ def _fusion_cfg(job: dict, *, sources: list[str], anchor: str, embed_dim: int, a
 
 
 def job_sft(job: dict) -> dict:
-    from hf_heterofusion.data.replay import load_replay
-    from hf_heterofusion.examples import experts
-
     rows = load_replay(job["replay"])
     loop_seconds: list[float] = []
     inner = experts._fit
@@ -217,8 +217,6 @@ def job_sft(job: dict) -> dict:
 
 
 def job_fit(job: dict) -> dict:
-    from hf_heterofusion.pipeline import fit
-
     cfg = _fusion_cfg(job, sources=job["sources"], anchor=job["anchor"], embed_dim=job["embed_dim"],
                       amortize=job["amortize"])
     result = fit(cfg, show_progress=False)
@@ -229,8 +227,6 @@ def job_fit(job: dict) -> dict:
 
 
 def job_export_peft(job: dict) -> dict:
-    from hf_heterofusion.examples import experts
-
     model, tokenizer = experts.load_model(job["target"], job["adapter"])
     t0 = time.perf_counter()
     merged = model.merge_and_unload()
@@ -243,17 +239,16 @@ def job_export_peft(job: dict) -> dict:
 def job_export_heterofusion(job: dict) -> dict:
     """The trained mode's merged export through the planner (`max_steps: 0`); the fit task's own time is excluded.
 
-    Both export jobs run in fresh interpreters, and both count their imports' first use inside the timed call.
+    The side files (report, config, loss plot) are timed on their own: the planner writes them with
+    `outputs.writer.write_side_files`, patched here under the name the planner imported it as. Both export jobs
+    run in fresh interpreters, and both count their imports' first use inside the timed call.
     """
     from mergekit.options import MergeOptions
 
-    from hf_heterofusion.config import FusionConfig
-    from hf_heterofusion.merge_methods.planner import run_trained_merge
+    from hf_heterofusion.merge_methods import planner
 
     cfg = FusionConfig(target_model=job["target"], target_adapter=job["adapter"], sources=[job["source"]],
                        max_steps=0, output="merged", block_size="auto", embed_dim=256)
-    from hf_heterofusion.merge_methods import planner
-
     options = MergeOptions(copy_tokenizer=True, quiet=True, write_model_card=False)
     side, write_side = [], planner.write_side_files
 
@@ -267,7 +262,7 @@ def job_export_heterofusion(job: dict) -> dict:
     planner.write_side_files = timed_side_files  # restored below (the quick grid runs jobs in-process)
     try:
         t0 = time.perf_counter()
-        report = run_trained_merge(cfg, job["out"], options=options, config_source="perf", dtype="float32")
+        report = planner.run_trained_merge(cfg, job["out"], options=options, config_source="perf", dtype="float32")
         total = time.perf_counter() - t0
     finally:
         planner.write_side_files = write_side
@@ -294,8 +289,6 @@ def job_export_mergekit(job: dict) -> dict:
 
 def job_scaling(job: dict) -> dict:
     """Seconds per replay example and per net pass as sources, rank and block size vary (paper preset)."""
-    from hf_heterofusion.testing.factories import make_lora_adapter
-
     g = job["grid"]
     work = Path(job["work"])
     adapters: dict[tuple[str, int, int], str] = {}
@@ -327,11 +320,7 @@ def job_scaling(job: dict) -> dict:
     return {"points": points, "peak_rss_mb": peak_rss_mb()}
 
 
-def _time_fit(cfg, examples: int) -> dict:
-    from hf_heterofusion.method.fusion import FusionModel
-    from hf_heterofusion.pipeline import fit
-    from hf_heterofusion.prepare import prepare
-
+def _time_fit(cfg: FusionConfig, examples: int) -> dict:
     prepared = prepare(cfg)
     fusion = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
     gen = torch.Generator().manual_seed(0)
@@ -349,10 +338,6 @@ def _time_fit(cfg, examples: int) -> dict:
     n = min(examples, result.report.training.micro_steps or examples)
     return {"seconds_per_example": result.report.timings["fit_s"] / max(n, 1), "net_seconds_per_pass": net_s,
             "block_size": prepared.block_size, "hypernet_parameters": result.report.hypernet_parameters_total}
-
-
-
-
 
 
 JOBS = {"sft": job_sft, "fit": job_fit, "export_peft": job_export_peft, "export_mergekit": job_export_mergekit,

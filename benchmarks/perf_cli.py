@@ -14,16 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .grid import GRIDS
 from .models import cache_root
+from .perf import run_perf
+from .run import setup
 
 
 def run_perf_only(*, grid_name: str, out: Path, cache: Path | None, threads: int | None = None) -> dict[str, Any]:
-    import torch
-
-    from .perf import run_perf
-    from .run import setup
-
     if threads is not None:
         torch.set_num_threads(threads)
     grid = GRIDS[grid_name].with_(noise=())

@@ -2,7 +2,7 @@
 """Two parts of the performance section that are not fit-vs-SFT timings:
 
 * the frozen target in bf16 vs fp32: peak RSS of a short fit on a random-initialised ~1B Llama (a one-off memory
-  measurement: 2 micro-steps, its speed means nothing), next to `memory.estimate_fit_memory`;
+  measurement: 2 micro-steps, its speed means nothing), next to `outputs.memory.estimate_from_config`;
 * the teacher stage's labelling throughput, batched vs one prompt at a time (`measure.labelling_throughput`).
 """
 
@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hf_heterofusion.config import FusionConfig, hypernet_parameters
+from hf_heterofusion.outputs.memory import LLAMA3_8B, estimate_from_config
+from hf_heterofusion.pipeline import fit
 
 from .measure import labelling_throughput, peak_rss_mb
 
@@ -30,20 +35,19 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def teacher_throughput(bench, sources: list[str]) -> dict[str, Any]:
-    """Teacher rows/s batched vs unbatched on the real source expert."""
+    """Teacher rows/s, batched vs one prompt at a time, of the source base with its first expert on (at most) 32
+    replay prompts; a failure is reported as a note, never raised, so the rest of the performance section stays."""
     try:
         rows = [json.loads(line) for line in Path(bench.replay_path).read_text(encoding="utf-8").splitlines()]
         prompts = [r["prompt"] for r in rows if "prompt" in r][:32]
-        return dict(labelling_throughput(str(bench.source_dir), sources[0], prompts, batch_size=8,
-                                       max_new_tokens=bench.grid.max_new_tokens))
+        return labelling_throughput(str(bench.source_dir), sources[0], prompts, batch_size=8,
+                                    max_new_tokens=bench.grid.max_new_tokens)
     except Exception as err:  # report, do not lose the rest of the run
         return {"note": f"teacher throughput: FAILED ({type(err).__name__}: {str(err).splitlines()[0][:120]})"}
 
 
 def run_target_memory(bench, work: Path, run_job, base: dict) -> dict[str, Any]:
     """Peak RSS of a short fit on the ~1B target in float32 and in bfloat16, each in its own subprocess."""
-    from hf_heterofusion.outputs.memory import LLAMA3_8B, estimate_from_config
-
     if base.get("in_process"):  # the quick grid (a smoke test): building a 1B model would dominate it
         return {"note": "skipped on the quick grid", "rows": []}
     folder = work / "llama-1b"
@@ -60,8 +64,6 @@ def run_target_memory(bench, work: Path, run_job, base: dict) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     ratio = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]
-    from hf_heterofusion.config import hypernet_parameters
-
     nets = 7 * hypernet_parameters(8, 4096, 1024, 4096, sources=2)
     return {"note": "one-off memory measurement: random-initialised Llama, 2 micro-steps of batch 1, E=256; peak RSS "
                     "of the whole subprocess", "rows": rows, "bf16_to_fp32": ratio,
@@ -72,8 +74,9 @@ def run_target_memory(bench, work: Path, run_job, base: dict) -> dict[str, Any]:
 
 def _ensure_1b(folder: Path, tokenizer_from: Path) -> tuple[Path, Path, Path]:
     """Random ~1B model (saved in bf16 to halve the disk write) + two random rank-8 q/v adapters on it."""
+    # Imported here: every perf job's interpreter imports this module, and peft (~2 s, ~150 MB at import) would
+    # count in the peak RSS each job reports. Only the parent process builds the 1B model.
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     model_dir = folder / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -102,9 +105,6 @@ def _ensure_1b(folder: Path, tokenizer_from: Path) -> tuple[Path, Path, Path]:
 
 
 def job_target_memory(job: dict) -> dict:
-    from hf_heterofusion.config import FusionConfig
-    from hf_heterofusion.pipeline import fit
-
     cfg = FusionConfig(target_model=job["target"], target_adapter=job["anchor"], sources=[job["source"]],
                        replay=job["replay"], block_size="auto", embed_dim=256, num_projections=256,
                        gradient_accumulation_steps=2, max_steps=1, epochs=1, max_length=job["max_length"],

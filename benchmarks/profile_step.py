@@ -14,6 +14,12 @@ import argparse
 import time
 
 import torch
+from accelerate import Accelerator
+from torch.profiler import ProfilerActivity, profile
+
+import hf_heterofusion.method.train as train_mod
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.pipeline import fit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    from accelerate import Accelerator
-    from torch.profiler import ProfilerActivity, profile
-
-    import hf_heterofusion.method.train as train_mod
-    from hf_heterofusion.config import FusionConfig
-    from hf_heterofusion.pipeline import fit
-
     cfg = FusionConfig(target_model=args.target, target_adapter=args.anchor, sources=args.source,
                        replay=args.replay, block_size="auto", embed_dim=args.embed_dim, num_projections=2048,
                        epochs=1, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation,

@@ -278,6 +278,8 @@ def _color(method: str) -> str:
 
 def write_chart(results: dict[str, Any], path: Path) -> None:
     """Bars per method (average score, mean ± std over seeds), one panel per regime."""
+    # pyplot is imported here, after choosing the headless backend, and only when a chart is drawn: importing it
+    # at module level would pick a backend for every importer of this module.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -32,7 +32,9 @@ from typing import Any
 import torch
 
 from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.data.replay import ReplayExample
 from hf_heterofusion.examples import experts
+from hf_heterofusion.pipeline import fuse
 
 from . import baselines
 from .features import LORA_MISSING, TEACHER_MISSING, Features, detect
@@ -270,8 +272,6 @@ def _work_dir(bench: Bench, regime: RegimeData, method: str, lr: float, seed: in
 def _fusion_runner(method: str) -> Callable[..., dict]:
     def run(bench: Bench, regime: RegimeData, lr: float, seed: int, drop_source: str | None = None, *,
             dev: bool = True) -> dict:
-        from hf_heterofusion.pipeline import fuse
-
         cfg = fusion_config(bench, regime, seed, lr, method=method, drop_source=drop_source)
         if method == "hf_placebo":
             placebos = []
@@ -281,23 +281,21 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
                 placebos.append(spec.model_copy(update={"adapter": str(path)}))
             cfg = cfg.model_copy(update={"sources": tuple(placebos)})
         out = _work_dir(bench, regime, method, lr, seed, tag=f"_minus_{drop_source}" if drop_source else "")
-        result = fuse(cfg, out, overwrite=True, show_progress=False, **_held_out(bench))
-        report = result.report.to_json()
+        report = fuse(cfg, out, overwrite=True, show_progress=False, held_out=_held_out(bench)).report
         if method in TEACHER_METHODS and not (out / "teacher_replay.jsonl").is_file():
             raise RuntimeError(f"{method}: the pipeline wrote no teacher_replay.jsonl; is the teacher stage on?")
         model, tok = experts.load_model(bench.target_dir, out)
-        training = report.get("training", {})
-        losses = training.get("losses") or []
+        training = report.training
         record = {
-            **_scores(bench, model, tok, dev=dev), "fit_seconds": report.get("timings", {}).get("fit_s"),
-            "load_seconds": report.get("timings", {}).get("load_s"), "steps": training.get("optimizer_steps"),
-            "final_loss": training.get("final_loss"), "first_loss": losses[0]["loss"] if losses else None,
-            "replay_examples": training.get("replay_examples"),
-            "source_contribution": [_num(s.get("contribution")) for s in report.get("sources", [])],
-            "ablation": [s.get("ablation") for s in report.get("sources", [])],
+            **_scores(bench, model, tok, dev=dev), "fit_seconds": report.timings.get("fit_s"),
+            "load_seconds": report.timings.get("load_s"), "steps": training.optimizer_steps,
+            "final_loss": training.final_loss, "first_loss": training.losses[0]["loss"] if training.losses else None,
+            "replay_examples": training.replay_examples,
+            "source_contribution": [_num(s.contribution) for s in report.sources],
+            "ablation": [s.ablation for s in report.sources],
         }
-        if "teacher" in report:
-            record["teacher"] = report["teacher"]
+        if report.teacher is not None:
+            record["teacher"] = dict(report.teacher)
         if method in SFT_LIKE:
             record["trainer"] = "pipeline trainer: lora"
         return record
@@ -305,19 +303,11 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
     return run
 
 
-def _held_out(bench: Bench) -> dict:
-    """The dev rows as `fuse(held_out=...)`: where the fusion report measures its per-source ablation (never
-    trained on; the lr choice reads the same rows' scores, not their losses). Empty where `fuse` has no such
-    parameter."""
-    import inspect
-
-    from hf_heterofusion.data.replay import ReplayExample
-    from hf_heterofusion.pipeline import fuse
-
-    if "held_out" not in inspect.signature(fuse).parameters:
-        return {}
-    return {"held_out": [ReplayExample(r["prompt"], r["response"], task=r["task"])
-                         for t in bench.grid.tasks for r in bench.splits[t].dev]}
+def _held_out(bench: Bench) -> list[ReplayExample]:
+    """The dev rows, passed as `fuse(held_out=...)`: where the fusion report measures its per-source ablation
+    (never trained on; the lr choice reads the same rows' scores, not their losses)."""
+    return [ReplayExample(r["prompt"], r["response"], task=r["task"])
+            for t in bench.grid.tasks for r in bench.splits[t].dev]
 
 
 def _num(value: Any) -> float | None:

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import torch
 
-from .grid import GRIDS
+from hf_heterofusion.examples.synthetic import score
+
+from .grid import GRIDS, Grid
 from .models import cache_root
+from .perf import run_perf
 from .report import write_all
-from .run import methods_for, setup, steps
+from .run import DETERMINISTIC, methods_for, setup, steps
 from .stats import loso_agreement, paired_table, summarise_regime
 from .tuning import attempt, cached_run, run_loso, run_regime
 
@@ -100,8 +103,6 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
         if loso and grid.loso_regime in grid.regimes:
             run_loso(bench, on_result=refresh)
         if grid.perf:
-            from .perf import run_perf
-
             results["perf"] = run_perf(bench)
         results["wall_seconds"] = round(time.perf_counter() - started, 1)
         results["finished"] = _now()
@@ -138,9 +139,6 @@ def summarise(results: dict) -> None:
 
 def cells(results: dict, regime: str) -> dict[str, str]:
     """Per method of a regime: `complete`, `n/N seeds`, or why it was skipped (what the README's table shows)."""
-    from .grid import Grid
-    from .run import DETERMINISTIC
-
     grid = Grid(**{k: tuple(v) if isinstance(v, list) else v for k, v in results["grid"].items()})
     entries = results.get("runs", {}).get(regime, {})
     skipped = results.get("skipped", {}).get(regime, {})
@@ -157,8 +155,6 @@ def cells(results: dict, regime: str) -> dict[str, str]:
 
 def constant_scores(bench) -> dict[str, float]:
     """Score of always answering a task's most frequent test answer: the floor a format-only model reaches."""
-    from hf_heterofusion.examples.synthetic import score
-
     out = {}
     for task in bench.grid.tasks:
         split = bench.splits[task]

@@ -263,8 +263,8 @@ def run_loso(bench: Bench, on_result: Callable[[], None] | None = None) -> None:
 
 
 def ablation_value(value: Any, task: str | None = None) -> float | None:
-    """One number from the fusion report's per-source ablation (`report["sources"][k]["ablation"]`), read
-    defensively: larger = the fusion relies more on that source.
+    """One number from the fusion report's per-source ablation (`FusionReport.sources[k].ablation`, kept in the
+    run record), read defensively: larger = the fusion relies more on that source.
 
     The report gives `{"delta_loss": {task: loss without k - loss with all}, "mean_delta_loss": x, ...}`; with
     `task`, that task's delta; else the mean delta. A bare number, or a mapping with `delta` / `loss_increase` /

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmarks import baselines, stats
+from benchmarks import baselines, features, models, stats
 from benchmarks.features import Features
 from benchmarks.grid import FULL, QUICK, REDUCED, REGIMES
 from benchmarks.regimes import build_regime, labelled_rows
@@ -99,7 +99,26 @@ def test_quick_run_writes_every_regime_method_and_section(quick_run):
     perf = results["perf"]
     assert all(r["ratio_to_sft"] > 0 for r in perf["fit_vs_sft"])
     assert not any("FAILED" in r["label"] for r in perf["export"]), [r["label"] for r in perf["export"]]
+    ours = next(r for r in perf["export"] if r["label"].startswith("HeteroFusion"))
+    assert ours["side_files_seconds"] > 0  # the patched side-file writer is the one the planner calls
+    assert "note" not in perf["teacher"], perf["teacher"]
+    assert perf["teacher"]["prompts"] == len(QUICK.tasks) * QUICK.n_replay and perf["teacher"]["speedup"] > 0
     assert len(results["experts"]) == len(QUICK.tasks) + len(QUICK.noise)
+
+
+@pytest.mark.integration
+def test_fusion_records_carry_the_report_fields(quick_run):
+    results = _results(quick_run)
+    runs = results["runs"]["few_labels"]
+    plain = runs["hf"]["seeds"]["0"]
+    assert plain["steps"] == results["steps"] and plain["fit_seconds"] > 0 and plain["replay_examples"] > 0
+    assert plain["final_loss"] is not None and plain["first_loss"] is not None
+    assert len(plain["source_contribution"]) == len(plain["ablation"]) == len(QUICK.tasks) - 1
+    assert "teacher" not in plain  # no teacher stage ran
+    if results["features"]["teacher"]:
+        taught = runs["hf_teacher"]["seeds"]["0"]
+        assert taught["teacher"]["mode"] == "sources" and taught["teacher"]["rows"] > 0
+        assert runs["hf_teacher_placebo"]["seeds"]["0"]["teacher"]["mode"] == "placebo"
 
 
 @pytest.mark.integration
@@ -166,7 +185,7 @@ def test_splits_are_disjoint_and_keep_the_v1_rows():
         assert (s.train, s.replay, s.test) == v1  # cached experts and v1 numbers stay comparable
 
 
-def test_regimes_label_what_the_issue_says(tmp_path):
+def test_regimes_label_what_the_grid_says(tmp_path):
     splits = make_splits(QUICK)
     anchor, sources = QUICK.tasks[0], QUICK.tasks[1:]
     paper = labelled_rows(QUICK, splits, "paper")
@@ -200,6 +219,17 @@ def test_methods_per_regime():
 
 
 ALL_FEATURES = Features(teacher=True, lora_trainer=True, warmup_start=False)
+
+
+def test_features_are_read_from_the_config_fields():
+    # The benchmark ships with the library: every feature it can switch on exists in this checkout.
+    assert features.detect() == Features(teacher=True, lora_trainer=True, warmup_start=True)
+    assert "sources" in features._choices("teacher") and "lora" in features._choices("trainer")
+    assert features._choices("no_such_key") == ()
+
+
+def test_constraints_file_is_the_repository_lock():
+    assert models._constraints_file() == Path(__file__).resolve().parents[2] / "constraints.txt"
 
 
 def _fake_bench(tmp_path, features=ALL_FEATURES):
