@@ -23,13 +23,16 @@ class Features:
     teacher: bool  # `teacher: sources` labels prompts
     lora_trainer: bool  # `trainer: lora` trains the anchor adapter through the pipeline
     warmup_start: bool  # `warmup_start: first_step` is a config key
+    distill: bool = False  # token-level distillation, skill weighting and anchor KD are config keys
 
     def to_dict(self) -> dict[str, bool]:
-        return {"teacher": self.teacher, "lora_trainer": self.lora_trainer, "warmup_start": self.warmup_start}
+        return {"teacher": self.teacher, "lora_trainer": self.lora_trainer, "warmup_start": self.warmup_start,
+                "distill": self.distill}
 
 
 TEACHER_MISSING = "teacher stage not available in this checkout"
 LORA_MISSING = "`trainer: lora` not available in this checkout"
+DISTILL_MISSING = "token-level distillation not available in this checkout"
 
 
 def _choices(key: str) -> tuple:
@@ -41,4 +44,6 @@ def _choices(key: str) -> tuple:
 @cache
 def detect() -> Features:
     return Features(teacher="sources" in _choices("teacher"), lora_trainer="lora" in _choices("trainer"),
-                    warmup_start="warmup_start" in FusionConfig.model_fields)
+                    warmup_start="warmup_start" in FusionConfig.model_fields,
+                    distill=all(k in FusionConfig.model_fields for k in
+                                ("teacher_kd_weight", "teacher_token_weighting", "anchor_kd_weight")))

@@ -37,7 +37,7 @@ from hf_heterofusion.examples import experts
 from hf_heterofusion.pipeline import fuse
 
 from . import baselines
-from .features import LORA_MISSING, TEACHER_MISSING, Features, detect
+from .features import DISTILL_MISSING, LORA_MISSING, TEACHER_MISSING, Features, detect
 from .grid import Grid
 from .models import model_facts, resolve_model
 from .regimes import RegimeData, build_regime
@@ -59,17 +59,30 @@ METHOD_LABELS = {
     "sft_teacher_bal": "data-only SFT on labelled + teacher rows, task-balanced",
     "hf_teacher_bal": "HeteroFusion with teacher, task-balanced",
     "hf_teacher_placebo_bal": "HeteroFusion with placebo teacher (B = 0), task-balanced",
+    # The distillation ablation (trainer: lora, task-balanced), each row adding one switch to the one above it.
+    "sft_kd_bal": "SFT on teacher rows, balanced, + token KD",
+    "sft_kd_skill_bal": "SFT on teacher rows, balanced, + token KD + skill weighting",
+    "sft_kd_skill_anchor_bal": "SFT on teacher rows, balanced, + token KD + skill weighting + anchor KD",
+    "sft_full_placebo_bal": "the row above with a placebo teacher (B = 0)",
+}
+# method -> the distillation switches it adds (weights 1.0: set once, not tuned)
+DISTILL = {
+    "sft_kd_bal": {"teacher_kd_weight": 1.0},
+    "sft_kd_skill_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill"},
+    "sft_kd_skill_anchor_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0},
+    "sft_full_placebo_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0},
 }
 METHODS = tuple(METHOD_LABELS)
 MERGES = ("task_arithmetic", "ties", "dare_ties")
 DETERMINISTIC = ("anchor", "task_arithmetic", "ties")  # one run each; everything else gets every seed
-SFT_LIKE = ("sft", "sft_teacher", "sft_teacher_bal")  # train the anchor adapter: `sft_lrs`; the rest: `fusion_lrs`
+SFT_LIKE = ("sft", "sft_teacher", "sft_teacher_bal", *DISTILL)  # train the anchor adapter: `sft_lrs`; the rest: `fusion_lrs`
 # `_bal`: the same teacher method with `replay_balance: task` (every task an equal share of each epoch).
-BALANCED = ("sft_teacher_bal", "hf_teacher_bal", "hf_teacher_placebo_bal")
+BALANCED = ("sft_teacher_bal", "hf_teacher_bal", "hf_teacher_placebo_bal", *DISTILL)
 TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo", *BALANCED)
-PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal")
+PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_placebo_bal")
 # placebo -> the method it controls
-CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_teacher_placebo_bal": "hf_teacher_bal"}
+CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_teacher_placebo_bal": "hf_teacher_bal",
+                 "sft_full_placebo_bal": "sft_kd_skill_anchor_bal"}
 
 
 @dataclass
@@ -115,6 +128,8 @@ def unavailable(bench: Bench, method: str) -> str | None:
     f = bench.features
     if method in TEACHER_METHODS and not f.teacher:
         return TEACHER_MISSING
+    if method in DISTILL and not f.distill:
+        return DISTILL_MISSING
     if method in SFT_LIKE and not f.lora_trainer:
         return LORA_MISSING
     return None
@@ -237,6 +252,7 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
         extra.update(trainer="lora")
     if method in BALANCED:
         extra.update(replay_balance="task")
+    extra.update(DISTILL.get(method, {}))
     improved = method == "hf_improved"
     return FusionConfig(
         target_model=str(bench.target_dir), target_adapter=str(bench.anchor), sources=sources,

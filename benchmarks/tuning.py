@@ -30,6 +30,7 @@ from .regimes import RegimeData
 from .run import (
     CONTROLLED_BY,
     DETERMINISTIC,
+    DISTILL,
     MERGES,
     RUNNERS,
     SFT_LIKE,
@@ -75,6 +76,8 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
         features["lora_trainer"] = f.lora_trainer
     if method in TEACHER_METHODS:
         features["teacher"] = f.teacher
+    if method in DISTILL:
+        features["distill"] = f.distill
     data = {
         "v": CACHE_VERSION, "method": method, "lr": lr, "seed": seed if method != "anchor" else 0,
         "drop_source": drop_source, "grid": grid, "features": features,

@@ -162,6 +162,22 @@ class FusionConfig(BaseModel):
     teacher_placebo: bool = Field(
         default=False, description="Control: teach with each source base whose adapter has its B set to zero "
         "(same base, no skill), to measure what the adapters themselves add.")
+    teacher_topk: int = Field(
+        default=8, ge=1, le=64, description="Log-probs kept per generated teacher token (its k most likely tokens, "
+        "captured in the labelling pass and cached): what `teacher_kd_weight` distils.")
+    teacher_kd_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="Token-level distillation from the teachers across tokenizers: "
+        "the loss adds this x a KL to the teacher's top-k distribution where a target token spans exactly one "
+        "teacher token (ULD's sorted-probability distance where the two split the text differently); 0 = greedy "
+        "labels only.")
+    teacher_token_weighting: Literal["none", "skill"] = Field(
+        default="none", description="`skill` (TiTok): on teacher rows, weight each answer token's cross-entropy by "
+        "how much the expert's adapter raised it over the expert's own base (half of the weight stays uniform); "
+        "`none`: every token counts the same.")
+    anchor_kd_weight: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="Self-distillation that protects the anchor's own task: on "
+        "labelled rows of no source's task, add this x a KL to the target-with-anchor's own top-`teacher_topk` "
+        "distribution (same tokenizer: exact); 0 = off.")
     replay_balance: Literal["none", "task"] = Field(
         default="none", description="`task`: every task (a row's `task`/`source` tag; a teacher's rows count as "
         "its source's task) is an equal share of each epoch, smaller ones repeated, so many teacher rows do not "
@@ -207,6 +223,9 @@ class FusionConfig(BaseModel):
         if self.embed_dim != "auto" and self.embed_dim % self.num_heads:
             raise ValueError(f"`embed_dim` ({self.embed_dim}) must be a multiple of `num_heads` ({self.num_heads}); "
                              f"change one of them")
+        if self.teacher == "none" and (self.teacher_kd_weight or self.teacher_token_weighting != "none"):
+            raise ValueError("`teacher_kd_weight` and `teacher_token_weighting` distil the source teachers' answers: "
+                             "set `teacher: sources` (with each source's `base_model`) or turn them off")
         if self.replay is None and self.max_steps != 0 and self.teacher == "none":
             raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
         return self

@@ -27,12 +27,14 @@ from hf_heterofusion.method.ablation import source_ablation
 from hf_heterofusion.method.export import adapter_base_reference, fused_tensors, write_adapter
 from hf_heterofusion.method.fusion import FusionModel
 from hf_heterofusion.method.lora_trainer import AnchorLora
+from hf_heterofusion.method.signals import attach_signals
 from hf_heterofusion.method.train import train
 from hf_heterofusion.outputs.memory import check_fits
 from hf_heterofusion.outputs.report import FusionReport, build_report, with_ablation
 from hf_heterofusion.outputs.sizing import announce_hypernet_size
 from hf_heterofusion.outputs.writer import OutputFiles, write_side_files
 from hf_heterofusion.prepare import PreparedFusion, prepare
+from hf_heterofusion.teacher.plan import source_names
 from hf_heterofusion.teacher.run import TeacherResult, run_teachers
 
 
@@ -64,7 +66,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     t0 = time.perf_counter()
     prepared = prepared or prepare(cfg, lock=lock)
     cfg = prepared.config  # with every `auto` resolved (block size, embed_dim): what trains and what is reported
-    announce_hypernet_size(prepared, show=show_progress)
+    if cfg.trainer == "transfer_nets":  # `trainer: lora` builds no nets: nothing to size or warn about
+        announce_hypernet_size(prepared, show=show_progress)
     examples = prepared.replay.examples if prepared.replay else ()
     acc = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
     if examples or prepared.teaching:  # something will be trained: stop now if it cannot fit, not when killed
@@ -85,6 +88,14 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
     model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(rows, cfg, tokenizer) if rows else ([], 0)
+    signals = None
+    if encoded:  # the teachers' token-level signal and the anchor's own distribution (off by default)
+        t_sig = time.perf_counter()
+        encoded, signals = attach_signals(rows, encoded, cfg, tokenizer, model, source_names=source_names(cfg),
+                                          pad_id=pad_token_id(tokenizer),
+                                          teacher_rows=frozenset(i for i, r in enumerate(rows) if r.signal))
+        if signals is not None:
+            timings["signals_s"] = time.perf_counter() - t_sig
     set_seed(cfg.seed)  # the nets' initialisation; data order and RDM draws have their own seeded generators
     if cfg.trainer == "lora":
         trainable = AnchorLora(prepared.target, len(prepared.sources))
@@ -100,7 +111,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     tensors, stats = fused_tensors(acc.unwrap_model(trainable), prepared.target)
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings,
-                          teacher=taught.report if taught else None, replay_balance=balance)
+                          teacher=taught.report if taught else None, replay_balance=balance, signals=signals)
     if encoded and cfg.trainer == "transfer_nets":
         t2 = time.perf_counter()
         ablation = source_ablation(acc.unwrap_model(trainable), model, tokenizer, held_out or examples,

@@ -8,6 +8,7 @@ always asked exactly the way it was taught.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -104,26 +105,50 @@ def encode_replay(
     return encoded
 
 
-def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch of `(input_ids, labels)` to its longest sequence.
+def collate(batch: Sequence[tuple], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch of `(input_ids, labels)` or `(input_ids, labels, RowSignal)` to its longest sequence.
 
     Returns:
         `dict[str, torch.Tensor]`: `input_ids`, `attention_mask` (1 on real tokens) and `labels` (-100 on padding),
-        each `(batch, longest)` int64.
+        each `(batch, longest)` int64; when a row carries a `RowSignal`, also `token_weights`, `soft_kind`,
+        `soft_scale` `(batch, longest)` and `soft_ids`, `soft_logprobs` `(batch, longest, k)` (see `method.loss`).
     """
     if not batch:
         raise ValueError("cannot collate an empty batch")
-    width = max(len(ids) for ids, _ in batch)
+    width = max(len(item[0]) for item in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    for row, (ids, labs) in enumerate(batch):
+    for row, (ids, labs, *_) in enumerate(batch):
         if len(ids) != len(labs):
             raise ValueError(f"batch item {row} has {len(ids)} input ids but {len(labs)} labels")
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
         labels[row, : len(labs)] = torch.tensor(labs, dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    signals = [item[2] if len(item) > 2 else None for item in batch]
+    if any(s is not None for s in signals):
+        out.update(_collate_signals(signals, width))
+    return out
+
+
+def _collate_signals(signals: Sequence[Any], width: int) -> dict[str, torch.Tensor]:
+    k = max((len(c) for s in signals if s is not None for c in s.ids), default=0) or 1
+    n = len(signals)
+    weights, kind, scale = torch.ones((n, width)), torch.zeros((n, width), dtype=torch.long), torch.zeros((n, width))
+    ids, logprobs = torch.full((n, width, k), -1, dtype=torch.long), torch.full((n, width, k), -math.inf)
+    for row, s in enumerate(signals):
+        if s is None:
+            continue
+        length = len(s.weights)
+        weights[row, :length] = torch.tensor(s.weights)
+        kind[row, :length] = torch.tensor(s.kind, dtype=torch.long)
+        scale[row, :length] = torch.tensor(s.scale)
+        for j in (j for j, c in enumerate(s.kind) if c):
+            ids[row, j, :len(s.ids[j])] = torch.tensor(s.ids[j], dtype=torch.long)
+            logprobs[row, j, :len(s.logprobs[j])] = torch.tensor(s.logprobs[j])
+    return {"token_weights": weights, "soft_kind": kind, "soft_scale": scale, "soft_ids": ids,
+            "soft_logprobs": logprobs}
 
 
 def pad_token_id(tokenizer: Any) -> int:

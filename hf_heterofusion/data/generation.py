@@ -34,6 +34,12 @@ class Generation:
     token_ids: tuple[int, ...]  # the new tokens up to and including eos when it was produced
     finished: bool  # eos was produced within the budget
     mean_logprob: float  # mean log p(token) over `token_ids` (0.0 for an empty answer)
+    # Per new token, captured in the same decoding pass when asked (`top_k > 0`; empty otherwise): its log p, and
+    # the `top_k` most likely token ids with their log-probs at that step (what token-level distillation reads).
+    token_logprobs: tuple[float, ...] = ()
+    top_ids: tuple[tuple[int, ...], ...] = ()
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
+    base_logprobs: tuple[float, ...] = ()  # filled by the teacher: the same tokens under its base, adapter off
 
 
 def left_pad(chunk: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +64,11 @@ def generate_batch(
     sample: bool = False,
     seed: int | None = None,
     top_p: float = 0.95,
+    temperature: float = 1.0,
+    top_k: int = 0,
 ) -> list[Generation]:
-    """Generate for one batch of prompts (greedy, or nucleus sampling seeded by `seed`)."""
+    """Generate for one batch of prompts (greedy, or nucleus sampling seeded by `seed`); `top_k > 0` also keeps
+    each step's `top_k` log-probs."""
     pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
     device = next(model.parameters()).device
     input_ids, attention_mask = left_pad(prompts, pad)
@@ -68,17 +77,16 @@ def generate_batch(
         # generate draws from the global generator; seeding it per batch makes a batch's samples reproducible
         # whatever ran before it (the teacher resumes and splits work across processes batch by batch).
         torch.manual_seed(0 if seed is None else seed)
-        kwargs = {"do_sample": True, "top_p": top_p, "top_k": 0, "temperature": 1.0}
+        kwargs = {"do_sample": True, "top_p": top_p, "top_k": 0, "temperature": temperature}
     out = model.generate(
         input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), max_new_tokens=max_new_tokens,
         pad_token_id=pad, eos_token_id=eos, return_dict_in_generate=True, output_logits=True, **kwargs,
     )
     new = out.sequences[:, input_ids.shape[1]:].cpu()
-    # logits[t] is (batch, vocab) for new token t; log-softmax per step keeps memory at one step's worth.
-    token_logp = torch.stack([
-        torch.log_softmax(step.float().cpu(), dim=-1).gather(1, new[:, t:t + 1]).squeeze(1)
-        for t, step in enumerate(out.logits)
-    ], dim=1) if out.logits else torch.zeros((len(prompts), 0))
+    # logits[t] is (batch, vocab) for new token t; log-softmax per step keeps memory at one step's worth. The
+    # log-probs are of the model's own distribution (before sampling's temperature / top-p warping).
+    steps = [_step_signal(step, new[:, t], top_k) for t, step in enumerate(out.logits)]
+    token_logp = torch.stack([lp for lp, _, _ in steps], dim=1) if steps else torch.zeros((len(prompts), 0))
     results = []
     for row, ids in enumerate(new.tolist()):
         finished = eos is not None and eos in ids
@@ -92,8 +100,26 @@ def generate_batch(
         results.append(Generation(
             text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=tuple(kept), finished=finished,
             mean_logprob=float(logp.mean()) if keep else 0.0,
+            **_per_token(logp.tolist(), [(ids_[row], lps_[row]) for _, ids_, lps_ in steps[:keep]], top_k),
         ))
     return results
+
+
+def _step_signal(logits: torch.Tensor, chosen: torch.Tensor, top_k: int) -> tuple[torch.Tensor, list, list]:
+    """log p of the chosen tokens of one decoding step and (when `top_k`) each row's top-k ids and log-probs."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    chosen_logp = logp.gather(1, chosen.to(logp.device)[:, None]).squeeze(1).cpu()
+    if not top_k:
+        return chosen_logp, [()] * len(chosen), [()] * len(chosen)
+    values, ids = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+    return chosen_logp, ids.cpu().tolist(), values.cpu().tolist()
+
+
+def _per_token(logps: list[float], tops: list[tuple[list[int], list[float]]], top_k: int) -> dict:
+    if not top_k:
+        return {}
+    return {"token_logprobs": tuple(logps), "top_ids": tuple(tuple(i) for i, _ in tops),
+            "top_logprobs": tuple(tuple(v) for _, v in tops)}
 
 
 # Generation-config settings that change which token greedy decoding picks: `greedy_batch` applies none of them.
@@ -112,14 +138,15 @@ def plain_greedy(model: torch.nn.Module) -> bool:
 
 @torch.no_grad()
 def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], *,
-                 max_new_tokens: int) -> list[Generation]:
+                 max_new_tokens: int, top_k: int = 0) -> list[Generation]:
     """Greedy answers for one batch; a row leaves the batch (and the KV cache) as soon as it produced eos.
 
     Positions follow `generate`'s rule for left padding (count of attended tokens before each one), so every
-    row sees exactly the inputs it would see alone.
+    row sees exactly the inputs it would see alone. `top_k > 0` keeps each step's top-k log-probs from the same
+    logits (no second forward pass).
     """
     if not plain_greedy(model):
-        return generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+        return generate_batch(model, tokenizer, prompts, max_new_tokens=max_new_tokens, top_k=top_k)
     pad, eos = pad_token_id(tokenizer), tokenizer.eos_token_id
     device = next(model.parameters()).device
     input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
@@ -131,12 +158,14 @@ def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
     live = torch.arange(len(prompts), device=device)  # the prompt index of each row still in the batch
     tokens: list[list[int]] = [[] for _ in prompts]
     logps: list[list[float]] = [[] for _ in prompts]
+    tops: list[list[tuple[list[int], list[float]]]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
         chosen = logits.argmax(-1)
-        logp = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen[:, None]).squeeze(1)
-        for row, token, lp in zip(live.tolist(), chosen.tolist(), logp.tolist()):
+        logp, top_ids, top_lps = _step_signal(logits, chosen, top_k)
+        for row, token, lp, ti, tl in zip(live.tolist(), chosen.tolist(), logp.tolist(), top_ids, top_lps):
             tokens[row].append(token)
             logps[row].append(lp)
+            tops[row].append((ti, tl))
         going = chosen != eos if eos is not None else torch.ones_like(chosen, dtype=torch.bool)
         if step == max_new_tokens - 1 or not bool(going.any()):
             break
@@ -150,13 +179,42 @@ def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
         length += 1
         logits = out.logits[:, -1, :]
     results = []
-    for ids, lps in zip(tokens, logps):
+    for ids, lps, top in zip(tokens, logps, tops):
         finished = eos is not None and bool(ids) and ids[-1] == eos
         results.append(Generation(
             text=tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True), token_ids=tuple(ids),
-            finished=finished, mean_logprob=sum(lps) / len(lps) if lps else 0.0,
+            finished=finished, mean_logprob=sum(lps) / len(lps) if lps else 0.0, **_per_token(lps, top, top_k),
         ))
     return results
+
+
+@torch.no_grad()
+def score_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
+                  answers: Sequence[Sequence[int]]) -> list[list[float]]:
+    """Teacher-forced log p of every answer token given its prompt: one forward pass over the (right-padded) batch.
+
+    The teacher uses it with its adapter disabled: the expert's own base scores the expert's answer, and the
+    per-token difference is where the adapter made the answer (TiTok's skill signal).
+    """
+    pad = pad_token_id(tokenizer)
+    device = next(model.parameters()).device
+    seqs = [list(p) + list(a) for p, a in zip(prompts, answers)]
+    width = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+    out = []
+    for row, (prompt, answer) in enumerate(zip(prompts, answers)):
+        start = len(prompt)
+        if not answer:
+            out.append([])
+            continue
+        logp = torch.log_softmax(logits[row, start - 1:start - 1 + len(answer)], dim=-1)
+        out.append(logp.gather(1, torch.tensor(list(answer), device=logp.device)[:, None]).squeeze(1).tolist())
+    return out
 
 
 def length_batches(prompts: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
@@ -208,5 +266,5 @@ def generate_answers(
 
 __all__ = [
     "Generation", "generate_all", "generate_answers", "generate_batch", "greedy_batch", "left_pad", "length_batches",
-    "plain_greedy",
+    "plain_greedy", "score_answers",
 ]

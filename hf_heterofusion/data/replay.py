@@ -52,6 +52,8 @@ class ReplayExample:
     response: str
     line: int = 0
     task: str | None = field(default=None, compare=False)  # `task`/`source` tag: groups rows in the ablation
+    # A teacher's per-token signal on `response` (`soft_targets.TokenSignal`), for token-level distillation.
+    signal: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.response, str) or not self.response:

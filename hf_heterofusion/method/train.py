@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import collate
 from hf_heterofusion.files import write_atomic
+from hf_heterofusion.method.loss import batch_loss
 from hf_heterofusion.method.patching import patch_lora_weights
 from hf_heterofusion.method.schedule import cosine_with_warmup
 from hf_heterofusion.method.trainable import Trainable
@@ -134,7 +135,7 @@ def _run_window(fusion, model, window, cfg: FusionConfig, acc: Accelerator, epoc
 
     Losses stay tensors until the window is done: one host sync per optimiser step, none per micro-batch.
     """
-    n, ces, rdms = len(window), [], []
+    n, ces, rdms, kds = len(window), [], [], []
     if cfg.amortize_nets:
         # One net pass per window: within a window the nets' parameters do not change, so the predicted factors
         # are the same for every micro-batch. Back-propagate CE into leaf copies, then push the summed gradient
@@ -147,9 +148,10 @@ def _run_window(fusion, model, window, cfg: FusionConfig, acc: Accelerator, epoc
         leaves_a = {k: v.detach().requires_grad_() for k, v in out.a_patches.items()}
         for batch in window:
             with acc.autocast(), patch_lora_weights(model, leaves_b, leaves_a):
-                ce = model(**batch).loss
+                ce, kd = batch_loss(model, batch)
             (ce / n).backward()
             ces.append(ce.detach())
+            kds += [] if kd is None else [kd]
         surrogate = cfg.lambda_reg * out.regulariser
         for patches, leaves in ((out.b_patches, leaves_b), (out.a_patches, leaves_a)):
             for k, v in patches.items():
@@ -167,15 +169,19 @@ def _run_window(fusion, model, window, cfg: FusionConfig, acc: Accelerator, epoc
                 with acc.autocast():
                     out = fusion(generator=gen)
                     with patch_lora_weights(model, out.b_patches, out.a_patches):
-                        ce = model(**batch).loss
+                        ce, kd = batch_loss(model, batch)
                     loss = (ce + cfg.lambda_reg * out.regulariser) / n
                 acc.backward(loss)
             ces.append(ce.detach())
+            kds += [] if kd is None else [kd]
             rdms.append(out.regulariser.detach())
     # Same float arithmetic as summing Python floats one by one (float64 would round differently).
     ce = sum(c.item() for c in torch.stack(ces).cpu()) / len(ces)
     rdm = sum(r.item() for r in torch.stack(rdms).cpu()) / len(rdms)
-    return {"loss": ce + cfg.lambda_reg * rdm, "ce": ce, "rdm": rdm}
+    record = {"loss": ce + cfg.lambda_reg * rdm, "ce": ce, "rdm": rdm}
+    if kds:  # `ce` is then the whole replay loss (weighted CE + distillation); `kd` is its distillation part
+        record["kd"] = sum(k.item() for k in torch.stack(kds).cpu()) / len(kds)
+    return record
 
 
 def _fingerprint(cfg: FusionConfig) -> str:

@@ -29,8 +29,10 @@ def content_key(value: Any) -> str:
 
 def generation_settings(cfg: FusionConfig) -> dict[str, Any]:
     """What the cached generations depend on (filters are applied after the cache, so they are not here)."""
+    # `signal`: each cached answer also holds per-token log-probs, the top-k candidates and the base's log-probs.
     return {"max_new_tokens": cfg.teacher_max_new_tokens, "batch_size": cfg.teacher_batch_size,
-            "placebo": cfg.teacher_placebo, "decoding": "greedy", "seed": cfg.seed}
+            "placebo": cfg.teacher_placebo, "decoding": "greedy", "seed": cfg.seed,
+            "signal": {"version": 1, "top_k": cfg.teacher_topk}}
 
 
 def digest_dir(folder: Path, names: Sequence[str] | None = None) -> str:

@@ -15,13 +15,14 @@ import logging
 import math
 import os
 import random
+from dataclasses import replace
 
 import torch
 from tqdm.auto import tqdm
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_prompt_ids
-from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches
+from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches, score_answers
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import Prompt
 from hf_heterofusion.errors import ConfigError
@@ -75,7 +76,13 @@ class Labeller:
                    disable=not self.show_progress or self.rank != 0, leave=False)
         for batch in bar:
             ids = [self._encode(prompts[i]) for i in batch]
-            gens = greedy_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens)
+            gens = greedy_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens,
+                                top_k=self.cfg.teacher_topk)
+            # The expert's own base scores the expert's answers (one teacher-forced pass): per token, how much the
+            # adapter raised it is the skill signal (skill weighting, the on-task filter).
+            with self.model.disable_adapter():
+                base = score_answers(self.model, self.tokenizer, ids, [g.token_ids for g in gens])
+            gens = [replace(g, base_logprobs=tuple(b)) for g, b in zip(gens, base)]
             entries = [(keys[i], _to_json(g)) for i, g in zip(batch, gens)]
             self._append(entries)
             fresh += entries
@@ -220,11 +227,19 @@ class Labeller:
 
 
 def _to_json(g: Generation) -> dict:
-    return {"text": g.text, "ids": list(g.token_ids), "finished": g.finished, "logprob": g.mean_logprob}
+    """A cache entry; per-token values are rounded (log-probs to 1e-4, top-k to 1e-3): that is the compression."""
+    out = {"text": g.text, "ids": list(g.token_ids), "finished": g.finished, "logprob": g.mean_logprob}
+    if g.token_logprobs:
+        out.update(lps=[round(x, 4) for x in g.token_logprobs], top_ids=[list(t) for t in g.top_ids],
+                   top_lps=[[round(v, 3) for v in t] for t in g.top_logprobs],
+                   base=[round(x, 4) for x in g.base_logprobs])
+    return out
 
 
 def _from_json(d: dict) -> Generation:
-    return Generation(d["text"], tuple(d["ids"]), bool(d["finished"]), float(d["logprob"]))
+    return Generation(d["text"], tuple(d["ids"]), bool(d["finished"]), float(d["logprob"]),
+                      tuple(d.get("lps", ())), tuple(map(tuple, d.get("top_ids", ()))),
+                      tuple(map(tuple, d.get("top_lps", ()))), tuple(d.get("base", ())))
 
 
 def free_memory() -> None:

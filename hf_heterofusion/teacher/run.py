@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.data.generation import Generation
 from hf_heterofusion.data.replay import Prompt, ReplayExample
+from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
 from hf_heterofusion.teacher.filters import FILTERS, drop_reason
@@ -37,15 +39,18 @@ class TeacherRow:
     origin: Origin
     logprob: float
     teacher: dict = field(default_factory=dict)
+    excess: float | None = None  # mean log p(expert) - log p(expert's base) over the answer's tokens
+    signal: TokenSignal | None = field(default=None, repr=False)  # per token, for distillation
 
     def to_json(self) -> dict[str, Any]:
         shape = {"messages": [*self.prompt, {"role": "assistant", "content": self.response}]} \
             if isinstance(self.prompt, tuple) else {"prompt": self.prompt, "response": self.response}
-        return {**shape, "source": self.source, "origin": self.origin, "logprob": round(self.logprob, 4),
+        extra = {} if self.excess is None else {"excess": round(self.excess, 4)}
+        return {**shape, "source": self.source, "origin": self.origin, "logprob": round(self.logprob, 4), **extra,
                 "teacher": self.teacher}
 
     def example(self) -> ReplayExample:
-        return ReplayExample(self.prompt, self.response, task=self.source)
+        return ReplayExample(self.prompt, self.response, task=self.source, signal=self.signal)
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,15 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
                       "placebo": cfg.teacher_placebo}
         dropped = {name: 0 for name in FILTERS}
         kept = []
+        wants_signal = cfg.teacher_kd_weight > 0 or cfg.teacher_token_weighting != "none"
         for p, g in zip(prompts, generations):
             reason = drop_reason(g, cfg)
             if reason:
                 dropped[reason] += 1
                 continue
-            kept.append(TeacherRow(plan.name, p.prompt, g.text.strip(), p.origin, g.mean_logprob, provenance))
+            signal = teacher_signal(g, labeller.tokenizer) if wants_signal else None
+            kept.append(TeacherRow(plan.name, p.prompt, g.text.strip(), p.origin, g.mean_logprob, provenance,
+                                   mean_excess(g), signal))
         rows += kept
         seconds = time.perf_counter() - started
         per_source.append({
@@ -103,6 +111,21 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
     report = {"mode": "placebo" if cfg.teacher_placebo else "sources", "rows": len(rows), "sources": per_source,
               "settings": generation_settings(cfg)}
     return TeacherResult(tuple(rows), report)
+
+
+def mean_excess(g: Generation) -> float | None:
+    """How much the adapter raised the answer over the expert's base, per token on average (None: not scored)."""
+    if not g.base_logprobs or len(g.base_logprobs) != len(g.token_logprobs):
+        return None
+    return sum(a - b for a, b in zip(g.token_logprobs, g.base_logprobs)) / len(g.token_logprobs)
+
+
+def teacher_signal(g: Generation, tokenizer) -> TokenSignal | None:
+    if not g.top_ids:
+        return None  # an answer cached without its per-token signal
+    excess = [a - b for a, b in zip(g.token_logprobs, g.base_logprobs)] if g.base_logprobs \
+        else [0.0] * len(g.token_ids)
+    return build_signal(tokenizer, g.token_ids, g.top_ids, g.top_logprobs, excess, finished=g.finished)
 
 
 # What loosens each filter, for the warning when a teacher keeps little.

@@ -223,7 +223,7 @@ ALL_FEATURES = Features(teacher=True, lora_trainer=True, warmup_start=False)
 
 def test_features_are_read_from_the_config_fields():
     # The benchmark ships with the library: every feature it can switch on exists in this checkout.
-    assert features.detect() == Features(teacher=True, lora_trainer=True, warmup_start=True)
+    assert features.detect() == Features(teacher=True, lora_trainer=True, warmup_start=True, distill=True)
     assert "sources" in features._choices("teacher") and "lora" in features._choices("trainer")
     assert features._choices("no_such_key") == ()
 

@@ -60,3 +60,35 @@ def test_a_generation_config_that_changes_greedy_goes_through_generate(fixture_z
     assert plain_greedy(model)
     model.generation_config.repetition_penalty = 1.3
     assert not plain_greedy(model)
+
+
+@pytest.mark.integration
+def test_top_k_log_probs_come_from_the_same_pass_and_change_no_token(fixture_zoo):
+    """`top_k` adds each step's k best log-probs (what token-level distillation reads) without changing a label;
+    the retiring path and `generate` agree on them, and the chosen token is the first candidate (greedy)."""
+    base, adapter = fixture_zoo.model("qwen2"), fixture_zoo.adapter("qwen2")
+    model, tokenizer = load_causal_lm(base, adapter).eval(), load_tokenizer(base)
+    prompts = _prompts(tokenizer, n=5)
+    plain = greedy_batch(model, tokenizer, prompts, max_new_tokens=7)
+    ours = greedy_batch(model, tokenizer, prompts, max_new_tokens=7, top_k=4)
+    theirs = generate_batch(model, tokenizer, prompts, max_new_tokens=7, top_k=4)
+    for p, o, t in zip(plain, ours, theirs, strict=True):
+        assert p.token_ids == o.token_ids == t.token_ids and not p.top_ids
+        assert len(o.top_ids) == len(o.token_ids) == len(o.token_logprobs) and all(len(c) == 4 for c in o.top_ids)
+        assert [c[0] for c in o.top_ids] == list(o.token_ids)
+        assert o.top_ids == t.top_ids
+        assert [v for c in o.top_logprobs for v in c] == pytest.approx([v for c in t.top_logprobs for v in c], abs=1e-4)
+        assert sum(o.token_logprobs) / len(o.token_logprobs) == pytest.approx(o.mean_logprob)
+
+
+@pytest.mark.integration
+def test_score_answers_gives_the_log_probs_generation_saw(fixture_zoo):
+    from hf_heterofusion.data.generation import score_answers
+
+    base, adapter = fixture_zoo.model("llama"), fixture_zoo.adapter("llama")
+    model, tokenizer = load_causal_lm(base, adapter).eval(), load_tokenizer(base)
+    prompts = _prompts(tokenizer, n=4)
+    gens = greedy_batch(model, tokenizer, prompts, max_new_tokens=6, top_k=1)
+    scored = score_answers(model, tokenizer, prompts, [g.token_ids for g in gens])
+    for g, s in zip(gens, scored, strict=True):
+        assert s == pytest.approx(list(g.token_logprobs), abs=1e-4)
