@@ -129,7 +129,11 @@ class FusionConfig(BaseModel):
     batch_size: int = Field(default=1, ge=1, description="Sequences per micro-batch.")
     gradient_accumulation_steps: int = Field(default=8, ge=1, description="Micro-batches per optimiser step.")
     max_length: int = Field(default=1024, ge=8, description="Maximum tokens per replay example.")
-    max_steps: int | None = Field(default=None, ge=0, description="Stop after this many optimiser steps.")
+    max_steps: int | Literal["auto"] | None = Field(
+        default=None, description="Stop after this many optimiser steps (`null`: `epochs` passes). `auto`: train "
+        "`epochs` passes on all but a held-out slice of each task's rows (1/8, at most 8 per task), score the "
+        "adapter on that slice 8 times along the way (greedy answers, token F1, averaged over tasks) and keep the "
+        "best step's adapter; the curve and the chosen step are in the report.")
     amortize_nets: bool = Field(
         default=True,
         description="Run the transfer nets once per accumulation window (same CE gradient, one RDM draw per "
@@ -207,6 +211,15 @@ class FusionConfig(BaseModel):
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 8:
             raise ValueError("must be an integer >= 8 (paper: 1024) or `auto`")
+        return value
+
+    @field_validator("max_steps", mode="before")
+    @classmethod
+    def _check_max_steps(cls, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError("must be an integer >= 0, `auto` or null")
         return value
 
     @field_validator("block_size", mode="before")

@@ -21,14 +21,15 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_replay, pad_token_id
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import ReplayExample, balance_tasks
-from hf_heterofusion.errors import ConfigError
+from hf_heterofusion.errors import ConfigError, HeteroFusionWarning
 from hf_heterofusion.files import ensure_new_output, staged_output
 from hf_heterofusion.method.ablation import source_ablation
+from hf_heterofusion.method.budget import BudgetSelector, split_for_budget
 from hf_heterofusion.method.export import adapter_base_reference, fused_tensors, write_adapter
 from hf_heterofusion.method.fusion import FusionModel
 from hf_heterofusion.method.lora_trainer import AnchorLora
 from hf_heterofusion.method.signals import attach_signals
-from hf_heterofusion.method.train import train
+from hf_heterofusion.method.train import lr_schedule_steps, train
 from hf_heterofusion.outputs.memory import check_fits
 from hf_heterofusion.outputs.report import FusionReport, build_report, with_ablation
 from hf_heterofusion.outputs.sizing import announce_hypernet_size
@@ -82,6 +83,12 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
             raise ConfigError("the teachers kept no answer and the replay set has no labelled row: nothing to train "
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
+    budget_rows: tuple[ReplayExample, ...] = ()
+    if cfg.max_steps == "auto" and examples:  # held out before balancing: a repeated row never leaks
+        examples, budget_rows = split_for_budget(examples, cfg.seed)
+        if not budget_rows:
+            warnings.warn("`max_steps: auto` found no task with 4 or more rows to hold out a slice from; training "
+                          "the full `epochs` budget", HeteroFusionWarning, stacklevel=2)
     rows, balance = examples, None
     if cfg.replay_balance == "task" and examples:
         rows, balance = balance_tasks(examples, cfg.seed)
@@ -102,16 +109,23 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     else:
         trainable = FusionModel(prepared.target, prepared.groups, cfg, prepared.block_size, len(prepared.sources))
     timings["load_s"] = time.perf_counter() - t0 - timings.get("teacher_s", 0.0)
-    result = None
+    result, selector = None, None
+    if encoded and budget_rows:
+        selector = BudgetSelector(budget_rows, model, tokenizer, lr_schedule_steps(len(encoded), cfg,
+                                                                                   acc.num_processes)[1])
     if encoded:
         result = train(trainable, model, encoded, cfg, pad_id=pad_token_id(tokenizer), accelerator=acc,
-                       work_dir=work_dir, show_progress=show_progress)
+                       work_dir=work_dir, show_progress=show_progress,
+                       on_step=None if selector is None else lambda step: selector.due(step) and selector.score(
+                           step, acc.unwrap_model(trainable)))
+    budget = selector.restore(acc.unwrap_model(trainable)).to_json() if selector is not None else None
     timings["fit_s"] = result.seconds if result else 0.0
     t1 = time.perf_counter()
     tensors, stats = fused_tensors(acc.unwrap_model(trainable), prepared.target)
     timings["export_s"] = time.perf_counter() - t1
     report = build_report(prepared, stats, result, len(encoded), truncated, timings,
-                          teacher=taught.report if taught else None, replay_balance=balance, signals=signals)
+                          teacher=taught.report if taught else None, replay_balance=balance, signals=signals,
+                          budget=budget)
     if encoded and cfg.trainer == "transfer_nets":
         t2 = time.perf_counter()
         ablation = source_ablation(acc.unwrap_model(trainable), model, tokenizer, held_out or examples,

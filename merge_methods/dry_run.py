@@ -200,7 +200,8 @@ def _estimates(prepared: PreparedFusion, replay_count: int) -> list[str]:
     if replay_count:
         lines.append(f"  steps: {replay_count} replay examples, {cfg.epochs} epoch(s), accumulation "
                      f"{cfg.gradient_accumulation_steps} -> {steps} optimiser steps"
-                     + (f" (capped by max_steps {cfg.max_steps})" if cfg.max_steps is not None else ""))
+                     + (f" (capped by max_steps {cfg.max_steps})" if isinstance(cfg.max_steps, int) else
+                        " (max_steps auto: the best of 8 scored points)" if cfg.max_steps == "auto" else ""))
     else:
         lines.append("  steps: 0 (no replay set: the export equals the anchor adapter)")
     per_step_cpu, per_step_gpu = step_flops / CPU_FLOPS, step_flops / GPU_FLOPS

@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def lr_schedule_steps(n_examples: int, cfg: FusionConfig, num_processes: int) ->
     batches = math.ceil(n_examples / (cfg.batch_size * num_processes))
     windows = math.ceil(batches / cfg.gradient_accumulation_steps)
     total = windows * cfg.epochs
-    return windows, total if cfg.max_steps is None else min(total, cfg.max_steps)
+    return windows, total if not isinstance(cfg.max_steps, int) else min(total, cfg.max_steps)
 
 
 def train(
@@ -76,7 +77,10 @@ def train(
     accelerator: Accelerator,
     work_dir: Path | None = None,
     show_progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
+    """Train `fusion` on `encoded`; `on_step(step)` runs before the first step and after every optimiser step
+    (`max_steps: auto` scores the adapter there)."""
     acc = accelerator
     fusion.place(acc.device)
     model.to(acc.device)
@@ -97,6 +101,8 @@ def train(
     resumed_from = step if ckpt is not None else None
 
     started, micro = time.perf_counter(), 0
+    if on_step is not None:
+        on_step(step)
     bar = tqdm(total=total, initial=step, desc="fit", unit="step", disable=not (show_progress and acc.is_main_process))
     for epoch in range(cfg.epochs):
         if step >= total:
@@ -124,6 +130,8 @@ def train(
             losses.append({"step": step, **record, "lr": scheduler.get_last_lr()[0]})
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if on_step is not None:
+                on_step(step)
             if work_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 _save_checkpoint(work_dir, cfg, fusion, optimizer, scheduler, step, losses, acc)
     bar.close()

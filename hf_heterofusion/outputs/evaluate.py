@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from hf_heterofusion.constants import ADAPTER_CONFIG_NAME, MERGED_SUBDIR
 from hf_heterofusion.data.generation import generate_answers
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import examples_from_rows, parse_row
+from hf_heterofusion.data.scoring import token_f1
 from hf_heterofusion.errors import ConfigError, ReplayDataError
 from hf_heterofusion.inputs import resolve_input
 from hf_heterofusion.outputs.report import FusionReport
@@ -88,22 +87,6 @@ def held_out_file(path: str | Path) -> HeldOut:
     if not rows:
         raise ConfigError(f"--eval-file {path} has no rows")
     return HeldOut(tuple(rows), f"{len(rows)} rows of {Path(path).name} (not used in training)")
-
-
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+|[^\w\s]", text.lower())
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 (lower-cased word and punctuation tokens)."""
-    pred, ref = _tokens(prediction), _tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def score_answers(predictions: Sequence[str], rows: Sequence[dict]) -> dict[str, dict[str, float]]:
@@ -182,7 +165,7 @@ def summary_line(evaluation: dict[str, Any]) -> str:
             f"{anchor['exact_match']:.1f})")
 
 
-__all__ = ["HeldOut", "evaluate_output", "held_out_file", "held_out_for", "score_answers", "split_replay", "summary_line", "token_f1"]
+__all__ = ["HeldOut", "evaluate_output", "held_out_file", "held_out_for", "score_answers", "split_replay", "summary_line"]
 
 
 def held_out_for(cfg, *, fraction: float | None, eval_file: str | Path | None, work_dir: Path,

@@ -85,6 +85,8 @@ class TrainingReport:
     replay_balance: Mapping[str, Any] | None = None
     # Rows with a teacher's token signal or the anchor's distribution, and how the teachers' tokens aligned.
     signals: Mapping[str, Any] | None = None
+    # `max_steps: auto`: the held-out curve and the step whose adapter was kept.
+    budget: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,8 @@ def _module_rank(adapter: LoraAdapter) -> int:
 def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int, timings: dict, *,
                  teacher: Mapping[str, Any] | None = None,
                  replay_balance: Mapping[str, Any] | None = None,
-                 signals: Mapping[str, Any] | None = None) -> FusionReport:
+                 signals: Mapping[str, Any] | None = None,
+                 budget: Mapping[str, Any] | None = None) -> FusionReport:
     """The report of a finished fit (before its output is written): `stats` from the export pass, `result` the
     `TrainResult` (None when nothing was trained)."""
     cfg, target = prepared.config, prepared.target
@@ -256,7 +259,7 @@ def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int,
             micro_steps=result.micro_steps if result else 0,
             resumed_from_step=result.resumed_from if result else None,
             losses=losses, final_loss=losses[-1]["loss"] if losses else None, replay_balance=replay_balance,
-            signals=signals,
+            signals=signals, budget=budget,
         ),
         timings={k: round(v, 3) for k, v in timings.items()},
         versions=versions(),
