@@ -46,4 +46,5 @@ def detect() -> Features:
     return Features(teacher="sources" in _choices("teacher"), lora_trainer="lora" in _choices("trainer"),
                     warmup_start="warmup_start" in FusionConfig.model_fields,
                     distill=all(k in FusionConfig.model_fields for k in
-                                ("teacher_kd_weight", "teacher_token_weighting", "anchor_kd_weight")))
+                                ("teacher_kd_weight", "teacher_token_weighting", "anchor_kd_weight",
+                                 "step_selection")))

@@ -64,6 +64,8 @@ METHOD_LABELS = {
     "sft_kd_skill_bal": "SFT on teacher rows, balanced, + token KD + skill weighting",
     "sft_kd_skill_anchor_bal": "SFT on teacher rows, balanced, + token KD + skill weighting + anchor KD",
     "sft_full_placebo_bal": "the row above with a placebo teacher (B = 0)",
+    "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
+    "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
 # method -> the distillation switches it adds (weights 1.0: set once, not tuned)
 DISTILL = {
@@ -71,6 +73,9 @@ DISTILL = {
     "sft_kd_skill_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill"},
     "sft_kd_skill_anchor_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0},
     "sft_full_placebo_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0},
+    "sft_auto_bal": {"step_selection": "held_out"},
+    "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
+                          "step_selection": "held_out"},
 }
 METHODS = tuple(METHOD_LABELS)
 MERGES = ("task_arithmetic", "ties", "dare_ties")

@@ -134,6 +134,9 @@ class FusionConfig(BaseModel):
         "`epochs` passes on all but a held-out slice of each task's rows (1/8, at most 8 per task), score the "
         "adapter on that slice 8 times along the way (greedy answers, token F1, averaged over tasks) and keep the "
         "best step's adapter; the curve and the chosen step are in the report.")
+    step_selection: Literal["none", "held_out"] = Field(
+        default="none", description="`held_out`: the selection `max_steps: auto` does (a held-out slice per task, "
+        "8 scored points, the best step's adapter kept) within a fixed `max_steps` budget; `none`: the last step.")
     amortize_nets: bool = Field(
         default=True,
         description="Run the transfer nets once per accumulation window (same CE gradient, one RDM draw per "
@@ -230,6 +233,11 @@ class FusionConfig(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
             raise ValueError("must be an integer from 1 to 65536 (paper: 4096) or `auto`")
         return value
+
+    @property
+    def selects_step(self) -> bool:
+        """Whether training keeps the best held-out step (`max_steps: auto` or `step_selection: held_out`)."""
+        return self.max_steps == "auto" or self.step_selection == "held_out"
 
     @model_validator(mode="after")
     def _check_heads(self) -> FusionConfig:

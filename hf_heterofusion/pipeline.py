@@ -84,10 +84,10 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
     budget_rows: tuple[ReplayExample, ...] = ()
-    if cfg.max_steps == "auto" and examples:  # held out before balancing: a repeated row never leaks
+    if cfg.selects_step and examples:  # held out before balancing: a repeated row never leaks
         examples, budget_rows = split_for_budget(examples, cfg.seed)
         if not budget_rows:
-            warnings.warn("`max_steps: auto` found no task with 4 or more rows to hold out a slice from; training "
+            warnings.warn("`max_steps: auto` / `step_selection` found no task with 4 or more rows to hold out a slice from; training "
                           "the full `epochs` budget", HeteroFusionWarning, stacklevel=2)
     rows, balance = examples, None
     if cfg.replay_balance == "task" and examples:

@@ -62,3 +62,12 @@ def test_the_curve_picks_its_best_step(make_config):
     best = max(choice["curve"], key=lambda p: p["score"])  # the first of equal scores: the earliest step
     assert (choice["chosen_step"], choice["score"]) == (best["step"], best["score"])
     assert len(choice["curve"]) >= 4
+
+
+@pytest.mark.integration
+def test_step_selection_works_within_a_fixed_budget(make_config):
+    result = fit(make_config(trainer="lora", max_steps=5, step_selection="held_out", epochs=3,
+                             gradient_accumulation_steps=1, lr=1e-2), show_progress=False)
+    choice = result.report.training.budget
+    assert choice["total_steps"] == result.report.training.optimizer_steps == 5
+    assert [p["step"] for p in choice["curve"]] == [0, 1, 2, 3, 4, 5]
