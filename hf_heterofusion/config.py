@@ -63,6 +63,10 @@ class SourceSpec(BaseModel):
                                 "(`prompt` or `messages`; a `response` present is ignored); the source labels them.")
     synthesize: int = Field(default=0, ge=0, le=100_000, description="Also make this many new prompts by few-shot "
                             "prompting the source expert with its seed prompts.")
+    synthesizer: str = Field(
+        default="auto", description="Who writes the `synthesize` prompts: `target` (the target base model), "
+        "`source` (this source's base, adapter off), a model path or Hub id, or `auto` (default): the target base "
+        "when it has a chat template (an instruct model follows the seeds best), else the source base.")
     prompt_format: Literal["auto", "plain", "chat"] = Field(
         default="auto", description="How the teacher sees a prompt: plain text, its chat template, or `auto` "
         "(chat when the rows are `messages` and the source tokenizer has a chat template).")
@@ -169,6 +173,16 @@ class FusionConfig(BaseModel):
     teacher_placebo: bool = Field(
         default=False, description="Control: teach with each source base whose adapter has its B set to zero "
         "(same base, no skill), to measure what the adapters themselves add.")
+    synthesis_temperature: float = Field(
+        default=1.0, gt=0.0, le=2.0, description="Sampling temperature of the prompt writer (`synthesize`).")
+    synthesis_top_p: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="Nucleus (top-p) mass of the prompt writer (`synthesize`).")
+    teacher_on_task_filter: bool = Field(
+        default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
+        "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")
+    teacher_min_excess_ratio: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
+        "log-prob gain over the expert's base is at least this x the seeds' median gain.")
     teacher_topk: int = Field(
         default=8, ge=1, le=64, description="Log-probs kept per generated teacher token (its k most likely tokens, "
         "captured in the labelling pass and cached): what `teacher_kd_weight` distils.")

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 KERNEL_KEYS = ("weight", "density", "normalize")
 TRAINED_KEYS = (*PARAMETER_KEYS, "weight")
 # Keys of one source under `models[i].parameters` (SourceSpec fields that are not set by `model:` itself).
-SOURCE_KEYS = ("weight", "name", "prompts", "synthesize", "prompt_format")
+SOURCE_KEYS = ("weight", "name", "prompts", "synthesize", "synthesizer", "prompt_format")
 DATA_FREE_KEYS = (*KERNEL_KEYS, "output")
 # mergekit options the trained mode cannot honour: the output keeps the target's layers and tokenizer.
 UNSUPPORTED_TRAINED_KEYS = {

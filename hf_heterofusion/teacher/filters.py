@@ -9,18 +9,32 @@ In order, the first that applies names the reason:
 * `degenerate`: some n-gram of `teacher_repeat_ngram` tokens occurs 3 or more times (a decoding loop);
 * `low_logprob`: the mean token log-probability under the teacher is below `teacher_min_logprob` (the teacher
   itself is unsure).
+
+Synthesized prompts pass two more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
+(`SeedProfile`), so the thresholds adapt to each expert and task:
+
+* `off_shape`: the answer does not look like the seed answers: it uses punctuation none of them use (a list
+  separator, brackets, a date or code pattern are all punctuation), or its length in words is outside half the
+  shortest to twice the longest (+ 2);
+* `off_skill` (TiTok's signal): the expert's adapter barely engages: the answer's mean log-probability gain over the
+  expert's own base is below `teacher_min_excess_ratio` x the seeds' median gain. A prompt off the task gets an
+  answer the base would give anyway.
 """
 
 from __future__ import annotations
 
+import re
+import statistics
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.generation import Generation
 
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
+ON_TASK_FILTERS = ("off_shape", "off_skill")
 REPEATS = 3  # occurrences of one n-gram that make an answer degenerate
 
 
@@ -43,4 +57,54 @@ def drop_reason(g: Generation, cfg: FusionConfig) -> str | None:
     return None
 
 
-__all__ = ["FILTERS", "drop_reason", "is_degenerate"]
+def mean_excess(g: Generation) -> float | None:
+    """How much the adapter raised the answer over the expert's base, per token on average (None: not scored)."""
+    if not g.base_logprobs or len(g.base_logprobs) != len(g.token_logprobs):
+        return None
+    return sum(a - b for a, b in zip(g.token_logprobs, g.base_logprobs)) / len(g.token_logprobs)
+
+
+def _marks(text: str) -> frozenset[str]:
+    return frozenset(c for c in text if not c.isalnum() and not c.isspace())
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"\S+", text))
+
+
+@dataclass(frozen=True)
+class SeedProfile:
+    """The expert's answers on its seed prompts: what an on-task synthesized row's answer should resemble."""
+
+    marks: frozenset[str]  # punctuation the seed answers use
+    words: tuple[int, int]  # shortest and longest seed answer, in words
+    excess: float | None  # median of the seed answers' mean gain over the base (None: not scored)
+    ratio: float
+
+    @classmethod
+    def from_answers(cls, seeds: Sequence[Generation], ratio: float) -> SeedProfile | None:
+        answers = [g for g in seeds if g.text.strip()]
+        if not answers:
+            return None
+        gains = [x for x in map(mean_excess, answers) if x is not None]
+        lengths = [_words(g.text) for g in answers]
+        return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
+                   statistics.median(gains) if gains else None, ratio)
+
+    def drop_reason(self, g: Generation) -> str | None:
+        text = g.text.strip()
+        low, high = max(1, self.words[0] // 2), 2 * self.words[1] + 2
+        if not _marks(text) <= self.marks or not low <= _words(text) <= high:
+            return "off_shape"
+        gain = mean_excess(g)
+        # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
+        if self.excess is not None and self.excess > 0 and gain is not None and gain < self.ratio * self.excess:
+            return "off_skill"
+        return None
+
+    def to_json(self) -> dict:
+        return {"marks": "".join(sorted(self.marks)), "words": list(self.words),
+                "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio}
+
+
+__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "mean_excess"]

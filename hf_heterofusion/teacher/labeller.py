@@ -9,6 +9,7 @@ so a resumed or multi-process run pads and decodes every batch exactly like an u
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -36,7 +37,7 @@ from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate
 logger = logging.getLogger(__name__)
 
 SHOTS = 4  # seed prompts shown per synthesis query
-SYNTHESIS_VERSION = 2  # part of the synthesis cache key: prompts written by an older recipe are not reused
+SYNTHESIS_VERSION = 3  # part of the synthesis cache key: prompts written by an older recipe are not reused
 
 
 def _as_text(prompt: Prompt) -> str:
@@ -110,14 +111,17 @@ class Labeller:
     def synthesize(self) -> tuple[list[TeacherPrompt], dict]:
         """`plan.synthesize` new prompts written from the seed prompts (see `synthesis.py`).
 
-        The writer is the source *base* (adapter disabled: the adapter was trained to answer prompts, not to write
-        them); it sees `SHOTS` seeds' varying parts in a seeded random order as a numbered list and continues it
-        with one more, which goes back into the seeds' shared template. Rejected candidates are counted per reason.
+        The writer is `plan.writer`: the source *base* (adapter disabled: the adapter was trained to answer
+        prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
+        model (the target base by default when it is an instruct model), asked through its chat template for one
+        more item. The new part goes back into the seeds' shared template. Rejected candidates are counted per
+        reason.
         """
         plan, cfg = self.plan, self.cfg
         texts = [_as_text(s) for s in plan.seeds]
-        key = content_key([SYNTHESIS_VERSION, self.base_digest, texts, plan.synthesize, cfg.seed,
-                           cfg.teacher_batch_size])
+        writer_digest = None if plan.writer_dir is None else (plan.writer_revision or digest_dir(plan.writer_dir))
+        key = content_key([SYNTHESIS_VERSION, self.base_digest, writer_digest, texts, plan.synthesize, cfg.seed,
+                           cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p])
         path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -125,26 +129,31 @@ class Labeller:
                     enumerate(data["prompts"])], data["stats"]
         template = SeedTemplate.from_seeds(texts)
         parts_filter = PartFilter(template)
-        chat = False  # the writer is a base model: it continues a list (a chat turn is for instruction-tuned writers)
-        budget = 2 * max(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in template.parts) + 8
+        model, tokenizer, off = self._writer()
+        # A base model continues a list; an instruction-tuned writer is asked for one more item in a chat turn.
+        chat = plan.writer_dir is not None and bool(getattr(tokenizer, "chat_template", None))
+        budget = 2 * max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in template.parts) + 8
         accepted: list[str] = []
-        stats = {"queries": 0, "empty": 0, "truncated": 0, "degenerate": 0}
+        stats = {"writer": plan.writer, "queries": 0, "empty": 0, "truncated": 0, "degenerate": 0}
         size = cfg.teacher_batch_size
-        limit = math.ceil(4 * plan.synthesize / size) + self.world
+        # The query budget is counted in batches and does not depend on the number of processes, so N processes
+        # accept exactly the prompts one would (each takes every N-th batch; results are read in batch order).
+        limit = math.ceil(4 * plan.synthesize / size) + 1
         batch = 0
         while len(accepted) < plan.synthesize and batch < limit:
             mine = batch + self.rank
             rows = []
-            for row in range(size):
+            for row in range(size if mine < limit else 0):
                 rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
                 shots = rng.sample(list(template.parts), min(SHOTS, len(template.parts)))
                 query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
                     else template.list_context(shots)
-                rows.append(encode_prompt_ids(query, self.tokenizer))
-            with self.model.disable_adapter():
-                gens = generate_batch(self.model, self.tokenizer, rows, max_new_tokens=budget, sample=True,
-                                      seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine)
-            results = [(mine, [_to_json(g) for g in gens])]
+                rows.append(encode_prompt_ids(query, tokenizer))
+            with off():
+                gens = generate_batch(model, tokenizer, rows, max_new_tokens=budget, sample=True,
+                                      temperature=cfg.synthesis_temperature, top_p=cfg.synthesis_top_p,
+                                      seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine) if rows else []
+            results = [(mine, [_to_json(g) for g in gens])] if rows else []
             if self.world > 1:
                 from accelerate.utils import gather_object
 
@@ -163,6 +172,9 @@ class Labeller:
                     elif len(accepted) < plan.synthesize and parts_filter.accept(part):
                         accepted.append(template.prompt(part))
             batch += self.world
+        if plan.writer_dir is not None:
+            del model
+            free_memory()
         stats.update(parts_filter.dropped)
         if self.rank == 0:
             write_atomic(path, json.dumps({"prompts": accepted, "stats": stats}))
@@ -171,6 +183,15 @@ class Labeller:
                            plan.synthesize, stats)
         return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in enumerate(accepted)], \
             stats
+
+    def _writer(self):
+        """(model, tokenizer, context that turns the teacher's adapter off) of the prompt writer."""
+        if self.plan.writer_dir is None:
+            return self.model, self.tokenizer, self.model.disable_adapter
+        what = f"synthesizer of {self.plan.name}"
+        model = load_causal_lm(self.plan.writer_dir, None, trust_remote_code=self.cfg.trust_remote_code, what=what)
+        logger.info("prompt writer of %s: %s (%s)", self.plan.name, self.plan.writer, self.plan.writer_dir)
+        return model.to(self.device).eval(), load_tokenizer(self.plan.writer_dir, what=what), contextlib.nullcontext
 
     def _wrap(self, text: str) -> Prompt:
         """A synthesized prompt in the seeds' shape: chat seeds give a one-turn chat."""

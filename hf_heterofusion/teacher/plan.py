@@ -19,6 +19,7 @@ the rows of one.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class TeacherPlan:
     seeds: tuple[Prompt, ...]  # few-shot material for `synthesize`
     synthesize: int
     prompt_format: str
+    writer: str = "source"  # who writes the synthesized prompts: `source`, `target` or the model reference given
+    writer_dir: Path | None = None  # None: the source base itself (its adapter off)
+    writer_revision: str | None = None
 
     def describe(self) -> str:
         given = sum(p.origin == "given" for p in self.prompts)
@@ -114,9 +118,38 @@ def plan_teaching(cfg: FusionConfig, replay: ReplayData | None, *, lock: str | P
         if spec.synthesize and not own_seeds:
             raise ConfigError(f"source `{name}` has `synthesize: {spec.synthesize}` but no seed prompts; give it "
                               f"`prompts: FILE` or tag a few replay rows with `\"source\": \"{name}\"`")
+        writer, writer_dir, writer_rev = _writer(cfg, spec.synthesizer, name, lock) if spec.synthesize \
+            else ("source", None, None)
         plans.append(TeacherPlan(i, name, spec.base_model, Path(base_dir), base_rev, Path(adapter_dir), adapter_rev,
-                                 tuple(prompts), tuple(own_seeds), spec.synthesize, spec.prompt_format))
+                                 tuple(prompts), tuple(own_seeds), spec.synthesize, spec.prompt_format,
+                                 writer, writer_dir, writer_rev))
     return tuple(plans)
+
+
+def _writer(cfg: FusionConfig, choice: str, name: str, lock) -> tuple[str, Path | None, str | None]:
+    """(who, folder, pinned revision) of a source's prompt writer; a missing one is a one-line error now."""
+    if choice == "source":
+        return "source", None, None
+    if choice in ("auto", "target"):
+        folder, revision = resolve_input(cfg.target_model, what="target model", lock=lock)
+        if choice == "auto" and not has_chat_template(Path(folder)):
+            return "source", None, None
+        return "target", Path(folder), revision
+    folder, revision = resolve_input(choice, what=f"synthesizer of source `{name}`", lock=lock)
+    if not (Path(folder) / "config.json").is_file():
+        raise ConfigError(f"synthesizer of source `{name}` ({folder}) has no config.json; give a transformers "
+                          f"causal LM folder or Hub id, or `synthesizer: target` / `source`")
+    return choice, Path(folder), revision
+
+
+def has_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer carries a chat template (an instruction-tuned model, usually)."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
 
 
 def _source_index(ref: str | int, names: list[str], where: str) -> int:

@@ -22,7 +22,7 @@ from hf_heterofusion.data.replay import Prompt, ReplayExample
 from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
-from hf_heterofusion.teacher.filters import FILTERS, drop_reason
+from hf_heterofusion.teacher.filters import FILTERS, ON_TASK_FILTERS, SeedProfile, drop_reason, mean_excess
 from hf_heterofusion.teacher.labeller import Labeller
 from hf_heterofusion.teacher.plan import Origin, TeacherPlan
 
@@ -76,18 +76,24 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
         synthesized = labeller.synthesize() if plan.synthesize else ([], {})
         prompts = list(plan.prompts) + synthesized[0]
         generations = labeller.label([p.prompt for p in prompts])
+        profile = None
+        if synthesized[0] and cfg.teacher_on_task_filter:  # the expert on its own seeds: what on-task looks like
+            profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio)
         labeller.close()
         provenance = {"base": plan.base, "base_revision": plan.base_revision or labeller.base_digest,
                       "adapter": cfg.sources[plan.index].adapter,
                       "adapter_revision": plan.adapter_revision or labeller.adapter_digest,
                       "placebo": cfg.teacher_placebo}
-        dropped = {name: 0 for name in FILTERS}
-        kept = []
+        dropped = {name: 0 for name in (*FILTERS, *ON_TASK_FILTERS)}
+        kept, dropped_rows = [], []
         wants_signal = cfg.teacher_kd_weight > 0 or cfg.teacher_token_weighting != "none"
         for p, g in zip(prompts, generations):
             reason = drop_reason(g, cfg)
+            if reason is None and profile is not None and p.origin == "synthesized":
+                reason = profile.drop_reason(g)
             if reason:
                 dropped[reason] += 1
+                dropped_rows.append((reason, p, g))
                 continue
             signal = teacher_signal(g, labeller.tokenizer) if wants_signal else None
             kept.append(TeacherRow(plan.name, p.prompt, g.text.strip(), p.origin, g.mean_logprob, provenance,
@@ -102,6 +108,8 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
             "labelled": len(generations), "kept": len(kept), "dropped": dropped,
             "cached": labeller.cached, "teacher_loaded": labeller.loaded, "seconds": round(seconds, 2),
             "samples": [r.to_json() for r in kept[:3]],
+            "dropped_samples": [_dropped_sample(reason, p, g) for reason, p, g in _spread(dropped_rows)],
+            "seed_profile": None if profile is None else profile.to_json(),
         })
         if generations and 4 * len(kept) < len(generations):
             _warn_kept_little(plan.name, len(kept), len(generations), dropped)
@@ -113,13 +121,6 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
     return TeacherResult(tuple(rows), report)
 
 
-def mean_excess(g: Generation) -> float | None:
-    """How much the adapter raised the answer over the expert's base, per token on average (None: not scored)."""
-    if not g.base_logprobs or len(g.base_logprobs) != len(g.token_logprobs):
-        return None
-    return sum(a - b for a, b in zip(g.token_logprobs, g.base_logprobs)) / len(g.token_logprobs)
-
-
 def teacher_signal(g: Generation, tokenizer) -> TokenSignal | None:
     if not g.top_ids:
         return None  # an answer cached without its per-token signal
@@ -128,10 +129,25 @@ def teacher_signal(g: Generation, tokenizer) -> TokenSignal | None:
     return build_signal(tokenizer, g.token_ids, g.top_ids, g.top_logprobs, excess, finished=g.finished)
 
 
+def _spread(rows: list, n: int = 3) -> list:
+    """Up to `n` dropped rows, one per reason first (a card shows why rows went, not n times the same reason)."""
+    firsts = list({reason: (reason, p, g) for reason, p, g in reversed(rows)}.values())[::-1]
+    return (firsts + [r for r in rows if r not in firsts])[:n]
+
+
+def _dropped_sample(reason: str, prompt, g: Generation) -> dict:
+    text = prompt.prompt if isinstance(prompt.prompt, str) else "\n".join(m["content"] for m in prompt.prompt)
+    excess = mean_excess(g)
+    return {"reason": reason, "origin": prompt.origin, "prompt": text, "response": g.text.strip(),
+            "excess": None if excess is None else round(excess, 4)}
+
+
 # What loosens each filter, for the warning when a teacher keeps little.
 _FIXES = {"empty": "check the prompts' format (`prompt_format`)",
           "truncated": "raise `teacher_max_new_tokens` (or set `teacher_drop_truncated: false`)",
-          "degenerate": "raise `teacher_repeat_ngram`", "low_logprob": "lower or unset `teacher_min_logprob`"}
+          "degenerate": "raise `teacher_repeat_ngram`", "low_logprob": "lower or unset `teacher_min_logprob`",
+          "off_shape": "give seeds whose answers show every shape the task has (or `teacher_on_task_filter: false`)",
+          "off_skill": "lower `teacher_min_excess_ratio` (or `teacher_on_task_filter: false`)"}
 
 
 def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, int]) -> None:

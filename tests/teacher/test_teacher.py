@@ -63,7 +63,9 @@ def teach_config(fixture_zoo, teach_inputs):
         source.update(overrides.pop("source", {}))
         data = dict(SMALL, target_model=str(fixture_zoo.model("llama")), target_adapter=str(fixture_zoo.adapter("llama")),
                     sources=[source], replay=str(teach_inputs["replay"]), teacher="sources", teacher_max_new_tokens=6,
-                    teacher_batch_size=4, teacher_drop_truncated=False, max_steps=2)
+                    teacher_batch_size=4, teacher_drop_truncated=False, max_steps=2,
+                    # random tiny writers write noise that the on-task filter drops: these tests follow the rows
+                    teacher_on_task_filter=False)
         data.update(overrides)
         return FusionConfig.from_mapping(data)
 
@@ -78,7 +80,8 @@ def _rows(path):
 def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, tmp_path):
     cfg = teach_config()
     first = fuse(cfg, tmp_path / "a", show_progress=False)
-    assert LOADS["count"] == 1
+    # the teacher, and the prompt writer: `synthesizer: auto` picks the target base (its tokenizer has a chat template)
+    assert LOADS["count"] == 2 and first.report.teacher["sources"][0]["synthesis"]["writer"] == "target"
     rows = _rows(tmp_path / "a" / TEACHER_REPLAY_NAME)
     assert {r["origin"] for r in rows} == {"given", "replay", "synthesized"}
     assert sum(r["origin"] == "given" for r in rows) == 6 and sum(r["origin"] == "replay" for r in rows) == 1
@@ -99,7 +102,7 @@ def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, t
     assert card.count("(given, log-prob") + card.count("(replay, log-prob") + card.count("(synthesized, log") == 3
 
     second = fuse(cfg, tmp_path / "b", show_progress=False)
-    assert LOADS["count"] == 1, "a rerun must not load any teacher"
+    assert LOADS["count"] == 2, "a rerun must not load any teacher or writer"
     stats = second.report.teacher["sources"][0]
     assert not stats["teacher_loaded"] and stats["cached"] == stats["labelled"]
     assert _rows(tmp_path / "b" / TEACHER_REPLAY_NAME) == rows
@@ -131,7 +134,8 @@ def test_placebo_teacher_zeroes_B_and_caches_apart(teach_config, cache):
     cfg, placebo = teach_config(), teach_config(teacher_placebo=True)
     real = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
     fake = run_teachers(prepare(placebo).teaching, placebo, show_progress=False)
-    assert LOADS["count"] == 2 and fake.report["mode"] == "placebo"
+    # the real teacher, the prompt writer (once: the placebo reuses its prompts), the placebo teacher
+    assert LOADS["count"] == 3 and fake.report["mode"] == "placebo"
     assert all(r.teacher["placebo"] for r in fake.rows)
     # same base and prompts (synthesis uses the base alone), different answers: the adapter is what teaches
     assert [r.prompt for r in real.rows] == [r.prompt for r in fake.rows]
@@ -216,6 +220,12 @@ def _write_yaml(path, data):
      "prompts file /nonexistent/p.jsonl does not exist; pass a JSONL file with one prompt per line"),
     ({"replay": "{replay_bad_source}"},
      "{replay_bad_source}:1: `source: 'gemma'` names no source; use a source index 0-0 or one of: qwen"),
+    ({"source": {"synthesizer": "/nonexistent/writer"}},
+     "synthesizer of source `qwen` `/nonexistent/writer` does not exist locally; check the path, or run "
+     "`hf-heterofusion pull` for Hub ids (it writes heterofusion.lock.json next to the config)"),
+    ({"source": {"synthesizer": "{root}"}},
+     "synthesizer of source `qwen` ({root}) has no config.json; give a transformers causal LM folder or Hub id, or "
+     "`synthesizer: target` / `source`"),
     ({"source": {"base_model": "{llama_base}"}},
      "source `qwen`: its adapter does not fit the base model {llama_base} (`model.layers.0.mlp.down_proj.weight` "
      "is 64x176, the adapter's update is 48x128); give the base the adapter was trained on"),
@@ -227,7 +237,8 @@ def test_teacher_input_errors_are_one_line_exit_2_and_write_nothing(teach_config
     plain.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n")
     bad = root / "bad_source.jsonl"
     bad.write_text(json.dumps({"prompt": "a", "source": "gemma"}) + "\n")
-    subs = {"replay_plain": str(plain), "replay_bad_source": str(bad), "llama_base": str(fixture_zoo.model("llama"))}
+    subs = {"replay_plain": str(plain), "replay_bad_source": str(bad), "llama_base": str(fixture_zoo.model("llama")),
+            "root": str(root)}
     data = teach_config().model_dump(mode="json")
     source = {**data["sources"][0], **{k: (v.format(**subs) if isinstance(v, str) else v)
                                        for k, v in change.get("source", {}).items()}}
@@ -295,3 +306,19 @@ def test_mergekit_yaml_teaches_through_merge(teach_config, fixture_zoo, teach_in
     assert sum(r["origin"] == "given" for r in rows) == 6 and {r["source"] for r in rows} == {"qwen"}
     report = json.loads((tmp_path / "out" / "fusion_report.json").read_text())
     assert report["teacher"]["sources"][0]["given"] == 6
+
+
+@pytest.mark.integration
+def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, cache):
+    """The tiny random writer writes noise; with the filter on (the default) none of it reaches training, the
+    given prompts are never judged by it, and the report counts and shows what went."""
+    cfg = teach_config(teacher_on_task_filter=True, source={"synthesize": 4})
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    stats = result.report["sources"][0]
+    off = stats["dropped"]["off_shape"] + stats["dropped"]["off_skill"]
+    assert stats["synthesized"] >= 1 and off >= 1
+    assert sum(r.origin == "synthesized" for r in result.rows) == stats["synthesized"] - off
+    assert {r.origin for r in result.rows} >= {"given"}  # given prompts are not judged by the on-task filters
+    assert stats["seed_profile"] is not None
+    assert any(s["reason"] in ("off_shape", "off_skill") and s["origin"] == "synthesized"
+               for s in stats["dropped_samples"])

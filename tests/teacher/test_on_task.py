@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The on-task filters of synthesized rows: shape and skill measured against the expert's answers on its seeds."""
+
+import pytest
+
+from hf_heterofusion.data.generation import Generation
+from hf_heterofusion.teacher.filters import SeedProfile, mean_excess
+
+
+def _gen(text, gain, n=3):
+    """An answer of `n` tokens whose log-prob under the expert is `gain` above its base at every token."""
+    return Generation(text, tuple(range(n)), True, -0.5, token_logprobs=(-0.5,) * n,
+                      base_logprobs=(-0.5 - gain,) * n)
+
+
+SEEDS = [_gen("Ann Lee; Bob Ray", 3.0), _gen("Cy Roe", 2.0), _gen("Dee Fox; Eve Kim", 4.0)]
+
+
+def test_profile_reads_punctuation_length_and_gain_from_the_seed_answers():
+    profile = SeedProfile.from_answers(SEEDS, ratio=0.5)
+    assert profile.marks == {";"} and profile.words == (2, 4) and profile.excess == pytest.approx(3.0)
+    assert mean_excess(SEEDS[0]) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (_gen("Gus Poe; Hal Ng", 2.5), None),
+    (_gen("Gus Poe", 1.6), None),  # 1.6 >= 0.5 x 3.0
+    (_gen("<a href=x>Gus</a>", 3.0), "off_shape"),  # punctuation no seed answer uses
+    (_gen("2018-04-01", 3.0), "off_shape"),  # a date where the seeds answer with names
+    (_gen(" ".join(["word"] * 12), 3.0), "off_shape"),  # longer than twice the longest seed answer (+2)
+    (_gen("Gus Poe", 0.4), "off_skill"),  # the adapter barely engages: the base would say the same
+])
+def test_each_on_task_filter_drops_what_it_should(answer, reason):
+    assert SeedProfile.from_answers(SEEDS, ratio=0.5).drop_reason(answer) == reason
+
+
+def test_a_placebo_teacher_cannot_be_judged_by_gain():
+    placebo = [_gen("Ann Lee", 0.0), _gen("Bob Ray", 0.0)]
+    assert SeedProfile.from_answers(placebo, ratio=0.5).drop_reason(_gen("Cy Roe", 0.0)) is None
+
+
+def test_unscored_answers_keep_the_shape_check_only():
+    seeds = [Generation("positive", (1,), True, -0.1), Generation("negative", (2,), True, -0.2)]
+    profile = SeedProfile.from_answers(seeds, ratio=0.5)
+    assert profile.excess is None
+    assert profile.drop_reason(Generation("neutral", (3,), True, -0.1)) is None
+    assert profile.drop_reason(Generation("positive!!", (3,), True, -0.1)) == "off_shape"
