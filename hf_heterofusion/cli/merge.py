@@ -54,7 +54,10 @@ def add_merge_commands(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("config", help="mergekit YAML or fuse-format YAML file")
     check.add_argument("--force", action="store_true", help="do not stop when the estimated memory exceeds what is "
                        "available (same as `memory_check: false`)")
-    check.set_defaults(func=lambda args: check_config(args.config, force=args.force))
+    check.add_argument("--teacher-preview", type=int, metavar="N", default=0,
+                       help="also label N prompts per teaching source (N synthesized too when it synthesizes) and "
+                       "print each with the filters' verdicts (loads the teachers)")
+    check.set_defaults(func=lambda args: check_config(args.config, force=args.force, preview=args.teacher_preview))
 
     hook = subparsers.add_parser("mergekit-hook", help="let the plain `mergekit-yaml` command find `heterofusion` "
                                                        "(a start-up .pth file in this environment)")
@@ -89,11 +92,14 @@ def merge_main(argv: Sequence[str] | None = None, *, catch_errors: bool = True) 
     return int(result or 0)
 
 
-def check_config(config: str, *, echo: Callable[[str], Any] = print, force: bool = False) -> int:
-    """`check CONFIG.yml`: the dry run of either config format (a `fuse` config or a mergekit YAML)."""
+def check_config(config: str, *, echo: Callable[[str], Any] = print, force: bool = False, preview: int = 0) -> int:
+    """`check CONFIG.yml`: the dry run of either config format (a `fuse` config or a mergekit YAML); `preview` > 0
+    also labels that many prompts per teaching source (`--teacher-preview`, fuse-format configs)."""
     from hf_heterofusion.merge_methods.yaml_config import read_merge_yaml
 
     doc = read_merge_yaml(config)
+    if preview < 0:
+        raise ConfigError(f"--teacher-preview must be a positive number of prompts, got {preview}")
     if config_format(doc.data) == "fuse":
         from hf_heterofusion.merge_methods.dry_run import describe_fusion
 
@@ -101,7 +107,14 @@ def check_config(config: str, *, echo: Callable[[str], Any] = print, force: bool
         cfg = FusionConfig.from_yaml(config)
         echo(describe_fusion(cfg.model_copy(update={"memory_check": False}) if force else cfg,
                              lock=lock if lock.is_file() else None))
+        if preview:
+            from hf_heterofusion.teacher.preview import teacher_preview
+
+            echo("\nteacher preview:\n" + teacher_preview(cfg, preview, lock=lock if lock.is_file() else None))
         return 0
+    if preview:
+        raise ConfigError("--teacher-preview reads fuse-format configs; run it on the `hf-heterofusion fuse` YAML "
+                          "of this fusion (same keys as the `parameters:` block)")
     from mergekit.options import MergeOptions
 
     return run_merge_config(config, None, options=MergeOptions(), dry_run=True, echo=echo, force=force)

@@ -24,7 +24,7 @@ from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
 from hf_heterofusion.teacher.filters import FILTERS, ON_TASK_FILTERS, SeedProfile, drop_reason, mean_excess
 from hf_heterofusion.teacher.labeller import Labeller
-from hf_heterofusion.teacher.plan import Origin, TeacherPlan
+from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
 
 
 logger = logging.getLogger(__name__)
@@ -66,31 +66,55 @@ class TeacherResult:
         path.write_text(text, encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Judged:
+    """One teaching source's labelled prompts, each with the filter that dropped it (None: kept)."""
+
+    prompts: tuple[TeacherPrompt, ...]
+    generations: tuple[Generation, ...]
+    reasons: tuple[str | None, ...]
+    synthesis: dict
+    profile: SeedProfile | None
+    labeller: Labeller
+    cached: int  # of `prompts`, answers read from the cache
+
+
+def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show_progress: bool = True) -> Judged:
+    """Synthesize (when asked), label, and run every filter over one source's prompts; the teacher is freed."""
+    labeller = Labeller(plan, cfg, accelerator=accelerator, show_progress=show_progress)
+    synthesized, synthesis = labeller.synthesize() if plan.synthesize else ([], {})
+    prompts = list(plan.prompts) + synthesized
+    generations = labeller.label([p.prompt for p in prompts])
+    cached = labeller.cached
+    profile = None
+    if synthesized and cfg.teacher_on_task_filter:  # the expert on its own seeds: what on-task looks like
+        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio)
+    labeller.close()
+    reasons = []
+    for p, g in zip(prompts, generations):
+        reason = drop_reason(g, cfg)
+        if reason is None and profile is not None and p.origin == "synthesized":
+            reason = profile.drop_reason(g)
+        reasons.append(reason)
+    return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
+
+
 def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator=None,
                  show_progress: bool = True) -> TeacherResult:
     """Every teaching source in turn: one teacher in memory at a time, freed before the next."""
     rows, per_source = [], []
+    wants_signal = cfg.teacher_kd_weight > 0 or cfg.teacher_token_weighting != "none"
     for plan in plans:
         started = time.perf_counter()
-        labeller = Labeller(plan, cfg, accelerator=accelerator, show_progress=show_progress)
-        synthesized = labeller.synthesize() if plan.synthesize else ([], {})
-        prompts = list(plan.prompts) + synthesized[0]
-        generations = labeller.label([p.prompt for p in prompts])
-        profile = None
-        if synthesized[0] and cfg.teacher_on_task_filter:  # the expert on its own seeds: what on-task looks like
-            profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio)
-        labeller.close()
+        judged = judge_source(plan, cfg, accelerator=accelerator, show_progress=show_progress)
+        labeller = judged.labeller
         provenance = {"base": plan.base, "base_revision": plan.base_revision or labeller.base_digest,
                       "adapter": cfg.sources[plan.index].adapter,
                       "adapter_revision": plan.adapter_revision or labeller.adapter_digest,
                       "placebo": cfg.teacher_placebo}
         dropped = {name: 0 for name in (*FILTERS, *ON_TASK_FILTERS)}
         kept, dropped_rows = [], []
-        wants_signal = cfg.teacher_kd_weight > 0 or cfg.teacher_token_weighting != "none"
-        for p, g in zip(prompts, generations):
-            reason = drop_reason(g, cfg)
-            if reason is None and profile is not None and p.origin == "synthesized":
-                reason = profile.drop_reason(g)
+        for p, g, reason in zip(judged.prompts, judged.generations, judged.reasons):
             if reason:
                 dropped[reason] += 1
                 dropped_rows.append((reason, p, g))
@@ -100,22 +124,23 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
                                    mean_excess(g), signal))
         rows += kept
         seconds = time.perf_counter() - started
+        labelled = len(judged.generations)
         per_source.append({
             "source": plan.name, "index": plan.index, "base": plan.base, "prompt_format": plan.prompt_format,
             "given": sum(p.origin == "given" for p in plan.prompts),
             "replay_tagged": sum(p.origin == "replay" for p in plan.prompts),
-            "synthesized": len(synthesized[0]), "synthesis": synthesized[1],
-            "labelled": len(generations), "kept": len(kept), "dropped": dropped,
-            "cached": labeller.cached, "teacher_loaded": labeller.loaded, "seconds": round(seconds, 2),
+            "synthesized": sum(p.origin == "synthesized" for p in judged.prompts), "synthesis": judged.synthesis,
+            "labelled": labelled, "kept": len(kept), "dropped": dropped,
+            "cached": judged.cached, "teacher_loaded": labeller.loaded, "seconds": round(seconds, 2),
             "samples": [r.to_json() for r in kept[:3]],
             "dropped_samples": [_dropped_sample(reason, p, g) for reason, p, g in _spread(dropped_rows)],
-            "seed_profile": None if profile is None else profile.to_json(),
+            "seed_profile": None if judged.profile is None else judged.profile.to_json(),
         })
-        if generations and 4 * len(kept) < len(generations):
-            _warn_kept_little(plan.name, len(kept), len(generations), dropped)
-        logger.info("teacher %s: %d prompts, kept %d (%s); %s", plan.name, len(generations), len(kept),
+        if labelled and 4 * len(kept) < labelled:
+            _warn_kept_little(plan.name, len(kept), labelled, dropped)
+        logger.info("teacher %s: %d prompts, kept %d (%s); %s", plan.name, labelled, len(kept),
                     ", ".join(f"{k} {v}" for k, v in dropped.items() if v) or "none dropped",
-                    "all cached, teacher not loaded" if not labeller.loaded else f"{labeller.cached} cached")
+                    "all cached, teacher not loaded" if not labeller.loaded else f"{judged.cached} cached")
     report = {"mode": "placebo" if cfg.teacher_placebo else "sources", "rows": len(rows), "sources": per_source,
               "settings": generation_settings(cfg)}
     return TeacherResult(tuple(rows), report)
@@ -158,4 +183,4 @@ def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, in
                   f"{fixes}", TeacherKeptLittleWarning, stacklevel=3)
 
 
-__all__ = ["TeacherResult", "TeacherRow", "run_teachers"]
+__all__ = ["Judged", "TeacherResult", "TeacherRow", "judge_source", "run_teachers"]

@@ -322,3 +322,22 @@ def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, 
     assert stats["seed_profile"] is not None
     assert any(s["reason"] in ("off_shape", "off_skill") and s["origin"] == "synthesized"
                for s in stats["dropped_samples"])
+
+
+@pytest.mark.integration
+def test_teacher_preview_labels_a_sample_with_verdicts_and_writes_nothing(teach_config, tmp_path, capsys, cache):
+    cfg = teach_config(teacher_on_task_filter=True, source={"synthesize": 3})
+    cfg_path = _write_yaml(tmp_path / "cfg.yml", cfg.model_dump(mode="json"))
+    assert main(["check", str(cfg_path), "--teacher-preview", "2"]) == 0
+    out = capsys.readouterr().out
+    preview = out.split("teacher preview:", 1)[1]
+    assert "source `qwen`" in preview and "prompts written by: target" in preview
+    lines = [line for line in preview.splitlines() if line.startswith("  [")]
+    assert sum("(given)" in line for line in lines) == 2  # N of its own prompts
+    # a random tiny writer may finish no item within the query budget of 2 prompts
+    assert sum("(synthesized)" in line for line in lines) <= 2
+    assert f"{sum('[kept]' in line for line in lines)} of {len(lines)} kept" in preview
+    assert all(line.split("]")[0][3:] in ("kept", "empty", "truncated", "degenerate", "low_logprob", "off_shape",
+                                          "off_skill") for line in lines)
+    assert not list(tmp_path.glob("out*"))
+    assert main(["check", str(cfg_path), "--teacher-preview", "-1"]) == 2

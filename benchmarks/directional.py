@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A directional check, not the tuned grid: some methods of one regime at one fixed lr and the given seeds.
+
+`python -m benchmarks.directional --regime seeds_only --lr 0.001 --seeds 0 --methods sft_teacher_bal ...`
+
+Runs go through the grid's own cache (`tuning.cached_run`), so the full grid reuses them; the printout says plainly
+that the lr was not chosen on this regime's dev split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .grid import GRIDS
+from .run import setup
+from .tuning import cached_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", default="reduced", choices=sorted(GRIDS))
+    p.add_argument("--regime", required=True)
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("bench_results"))
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    bench = setup(GRIDS[args.grid], args.out, args.cache)
+    regime = bench.regimes[args.regime]
+    for seed in args.seeds:
+        for method in args.methods:
+            record = cached_run(bench, regime, method, args.lr, seed)
+            print(json.dumps({"regime": args.regime, "method": method, "lr": args.lr, "seed": seed,
+                              "lr_rule": "fixed (not chosen on this regime's dev split)",
+                              **{k: v for k, v in record.items() if k in ("avg", "tasks", "scores", "dev_avg")},
+                              "teacher": record.get("teacher", {}).get("sources")}, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

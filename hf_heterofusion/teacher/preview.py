@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`hf-heterofusion check CONFIG --teacher-preview N`: what each teacher would teach, before paying for a fit.
+
+Per teaching source: up to N of its own prompts and, when it synthesizes, N prompts written from its seeds, each
+labelled by the expert and shown with every filter's verdict (`kept`, or the filter that dropped it) and the
+adapter's gain over its base. The answers land in the teacher cache, so a later fit with the same settings reuses
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.prepare import prepare
+from hf_heterofusion.teacher.filters import mean_excess
+from hf_heterofusion.teacher.run import judge_source
+
+
+WIDTH = 60  # characters of a prompt or an answer shown
+
+
+def _short(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= WIDTH else flat[:WIDTH - 3] + "..."
+
+
+def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
+    """The preview table of every teaching source (text, one block per source)."""
+    prepared = prepare(cfg, lock=lock)
+    if not prepared.teaching:
+        return "no source teaches (`teacher: none`, or no source has prompts or `synthesize`): nothing to preview"
+    blocks = []
+    for plan in prepared.teaching:
+        small = replace(plan, prompts=plan.prompts[:n], synthesize=min(plan.synthesize, n))
+        judged = judge_source(small, prepared.config, show_progress=False)
+        kept = sum(r is None for r in judged.reasons)
+        lines = [f"source `{plan.name}` ({plan.base}; prompts written by: "
+                 f"{plan.writer if plan.synthesize else '-'}): {kept} of {len(judged.reasons)} kept"]
+        if judged.profile is not None:
+            p = judged.profile.to_json()
+            lines.append(f"  on-task reference (the expert on its {len(plan.seeds)} seeds): punctuation "
+                         f"{p['marks']!r}, {p['words'][0]}-{p['words'][1]} words, gain over base {p['seed_excess']}")
+        for prompt, gen, reason in zip(judged.prompts, judged.generations, judged.reasons):
+            text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
+            gain = mean_excess(gen)
+            lines.append(f"  [{reason or 'kept'}] ({prompt.origin}) {_short(text)!r} -> {_short(gen.text)!r}"
+                         + ("" if gain is None else f" (gain {gain:+.2f})"))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+__all__ = ["teacher_preview"]
