@@ -191,28 +191,27 @@ def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
 @torch.no_grad()
 def score_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
                   answers: Sequence[Sequence[int]]) -> list[list[float]]:
-    """Teacher-forced log p of every answer token given its prompt: one forward pass over the (right-padded) batch.
+    """Teacher-forced log p of every answer token given its prompt: one forward pass over the batch.
 
     The teacher uses it with its adapter disabled: the expert's own base scores the expert's answer, and the
-    per-token difference is where the adapter made the answer (TiTok's skill signal).
+    per-token difference is where the adapter made the answer (TiTok's skill signal). Rows are left-padded, so
+    every answer ends at the last position and only the last `longest answer + 1` positions go through the
+    vocabulary projection (`logits_to_keep`): on a 262k-token vocabulary that projection is most of the pass.
     """
     pad = pad_token_id(tokenizer)
     device = next(model.parameters()).device
-    seqs = [list(p) + list(a) for p, a in zip(prompts, answers)]
-    width = max(map(len, seqs))
-    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+    input_ids, mask = (t.to(device) for t in left_pad([list(p) + list(a) for p, a in zip(prompts, answers)], pad))
+    keep = max(len(a) for a in answers) + 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
     out = []
-    for row, (prompt, answer) in enumerate(zip(prompts, answers)):
-        start = len(prompt)
+    for row, answer in enumerate(answers):
         if not answer:
             out.append([])
             continue
-        logp = torch.log_softmax(logits[row, start - 1:start - 1 + len(answer)], dim=-1)
+        # logits[:, -1] follows the last answer token; the answer's tokens are predicted by the len(answer)
+        # positions before it.
+        logp = torch.log_softmax(logits[row, keep - 1 - len(answer):keep - 1].float(), dim=-1)
         out.append(logp.gather(1, torch.tensor(list(answer), device=logp.device)[:, None]).squeeze(1).tolist())
     return out
 
