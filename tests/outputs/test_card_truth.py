@@ -104,3 +104,21 @@ def test_teacher_card_says_so_when_no_answer_was_kept(fixture_zoo, replay_file, 
     assert (f"No answer was kept (all {labelled} labelled answers were dropped, see the counts below), so the run "
             f"trained on the labelled replay rows only.") in text
 
+
+
+def test_card_states_the_distillation_and_the_selected_step(fixture_zoo, replay_file, prompts_file, tmp_path):
+    """Every switch that changed the training shows on the card with what it did: the teachers' token signal and
+    the anchor rows distilled (counted), and under `max_steps: auto` the kept step and the curve."""
+    cfg = _teacher_config(fixture_zoo, replay_file, prompts_file, teacher_drop_truncated=False, trainer="lora",
+                          teacher_kd_weight=1.0, teacher_token_weighting="skill", anchor_kd_weight=1.0,
+                          max_steps="auto", epochs=2)
+    report = fit(cfg, show_progress=False).report
+    signals, budget = report.training.signals, report.training.budget
+    assert 0 < signals["teacher_rows"] <= report.teacher["rows"]  # one may be in the held-out slice
+    assert signals["anchor_rows"] > 0  # the replay's untagged rows are the anchor's task
+    text = _card(tmp_path, report)
+    assert (f"{signals['teacher_rows']} teacher rows carry the teachers' token signal ({signals['exact']} of "
+            f"{signals['teacher_tokens']} answer tokens aligned exactly") in text
+    assert f"{signals['anchor_rows']} anchor-task rows distilled" in text
+    assert f"kept the adapter of step {budget['chosen_step']} of {budget['total_steps']}" in text
+    assert "(of the last step; the adapter is step" in text and "\n- **Time:**" in text
