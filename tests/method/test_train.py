@@ -100,3 +100,28 @@ def test_accelerate_two_processes_match_one_process(make_config, tmp_path):
     assert changed and all(k.rsplit(".lora_", 1)[0] in aligned for k in changed)
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+@pytest.mark.integration
+def test_accelerate_two_processes_match_one_process_with_distillation(make_config, tmp_path):
+    """The replay loss with a row signal (anchor self-distillation on every untagged row) under 2 processes equals
+    one process with twice the accumulation: the signal travels with its row through accelerate's sharding."""
+    single = make_config(max_steps=2, gradient_accumulation_steps=4, trainer="lora", anchor_kd_weight=1.0, lr=1e-2)
+    double = make_config(max_steps=2, gradient_accumulation_steps=2, trainer="lora", anchor_kd_weight=1.0, lr=1e-2)
+    outputs = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    for name, cfg, procs in (("one", single, 1), ("two", double, 2)):
+        cfg_path = tmp_path / f"{name}.json"
+        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))
+        out = tmp_path / f"{name}.safetensors"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
+               "--num_processes", str(procs), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+               "no", "--main_process_port", "29519", "-m", "hf_heterofusion.testing.fit_script", str(cfg_path),
+               str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[name] = load_file(out)
+    anchor = load_adapter(single.target_adapter).tensors
+    assert any(not torch.equal(outputs["one"][k], anchor[k]) for k in anchor)
+    for k in outputs["one"]:
+        assert torch.allclose(outputs["one"][k], outputs["two"][k], atol=1e-5), k
