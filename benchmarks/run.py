@@ -66,6 +66,7 @@ METHOD_LABELS = {
     "sft_full_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_teacher_placebo_bal": "SFT on teacher rows, balanced, placebo teacher (B = 0)",
     "sft_oldsynth_bal": "SFT on teacher rows, balanced; synthesis as before (source base writes, no on-task filter)",
+    "sft_srcwriter_bal": "SFT on teacher rows, balanced; the source base writes, on-task filters on",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
@@ -77,6 +78,7 @@ DISTILL = {
     "sft_full_placebo_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0},
     "sft_teacher_placebo_bal": {},
     "sft_oldsynth_bal": {"teacher_on_task_filter": False},
+    "sft_srcwriter_bal": {},
     "sft_auto_bal": {"step_selection": "held_out"},
     "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
                           "step_selection": "held_out"},
@@ -90,7 +92,7 @@ BALANCED = ("sft_teacher_bal", "hf_teacher_bal", "hf_teacher_placebo_bal", *DIST
 TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo", *BALANCED)
 PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_placebo_bal", "sft_teacher_placebo_bal")
 # method -> per-source keys it changes (the synthesis recipe before the on-task work: the source base writes)
-SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}}
+SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"}}
 # placebo -> the method it controls
 CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_teacher_placebo_bal": "hf_teacher_bal",
                  "sft_full_placebo_bal": "sft_kd_skill_anchor_bal", "sft_teacher_placebo_bal": "sft_teacher_bal"}

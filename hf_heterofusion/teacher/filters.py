@@ -16,6 +16,10 @@ Synthesized prompts pass two more (`teacher_on_task_filter`), against what the e
 * `off_shape`: the answer does not look like the seed answers: it uses punctuation none of them use (a list
   separator, brackets, a date or code pattern are all punctuation), or its length in words is outside half the
   shortest to twice the longest (+ 2);
+* `off_label`: the answer has a word that is neither in its prompt nor in the seeds' label vocabulary (the words
+  of seed answers that their own prompts do not contain: `location`, `none`, `positive`). An extraction expert
+  asked about a sentence without the entities it knows invents one ("Jack wrote to a lover." -> `location: Paris`);
+  a classifier's answers stay in its label set;
 * `off_skill` (TiTok's signal): the expert's adapter barely engages: the answer's mean log-probability gain over the
   expert's own base is below `teacher_min_excess_ratio` x the seeds' median gain. A prompt off the task gets an
   answer the base would give anyway.
@@ -34,7 +38,7 @@ from hf_heterofusion.data.generation import Generation
 
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
-ON_TASK_FILTERS = ("off_shape", "off_skill")
+ON_TASK_FILTERS = ("off_shape", "off_label", "off_skill")
 REPEATS = 3  # occurrences of one n-gram that make an answer degenerate
 
 
@@ -72,6 +76,10 @@ def _words(text: str) -> int:
     return len(re.findall(r"\S+", text))
 
 
+def _vocab(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
 @dataclass(frozen=True)
 class SeedProfile:
     """The expert's answers on its seed prompts: what an on-task synthesized row's answer should resemble."""
@@ -80,22 +88,29 @@ class SeedProfile:
     words: tuple[int, int]  # shortest and longest seed answer, in words
     excess: float | None  # median of the seed answers' mean gain over the base (None: not scored)
     ratio: float
+    labels: frozenset[str] = frozenset()  # words of seed answers their own prompts do not contain
 
     @classmethod
-    def from_answers(cls, seeds: Sequence[Generation], ratio: float) -> SeedProfile | None:
-        answers = [g for g in seeds if g.text.strip()]
-        if not answers:
+    def from_answers(cls, seeds: Sequence[Generation], ratio: float,
+                     prompts: Sequence[str] | None = None) -> SeedProfile | None:
+        """The profile of the expert's answers `seeds` (on the seed `prompts`, when given: the label vocabulary)."""
+        pairs = [(g, p) for g, p in zip(seeds, prompts or [""] * len(seeds)) if g.text.strip()]
+        if not pairs:
             return None
+        answers = [g for g, _ in pairs]
         gains = [x for x in map(mean_excess, answers) if x is not None]
         lengths = [_words(g.text) for g in answers]
+        labels = frozenset().union(*(_vocab(g.text) - _vocab(p) for g, p in pairs)) if prompts else frozenset()
         return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
-                   statistics.median(gains) if gains else None, ratio)
+                   statistics.median(gains) if gains else None, ratio, labels)
 
-    def drop_reason(self, g: Generation) -> str | None:
+    def drop_reason(self, g: Generation, prompt: str | None = None) -> str | None:
         text = g.text.strip()
         low, high = max(1, self.words[0] // 2), 2 * self.words[1] + 2
         if not _marks(text) <= self.marks or not low <= _words(text) <= high:
             return "off_shape"
+        if prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
+            return "off_label"
         gain = mean_excess(g)
         # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
         if self.excess is not None and self.excess > 0 and gain is not None and gain < self.ratio * self.excess:
@@ -103,7 +118,7 @@ class SeedProfile:
         return None
 
     def to_json(self) -> dict:
-        return {"marks": "".join(sorted(self.marks)), "words": list(self.words),
+        return {"marks": "".join(sorted(self.marks)), "words": list(self.words), "labels": sorted(self.labels),
                 "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio}
 
 

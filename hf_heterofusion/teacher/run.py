@@ -88,13 +88,14 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
     cached = labeller.cached
     profile = None
     if synthesized and cfg.teacher_on_task_filter:  # the expert on its own seeds: what on-task looks like
-        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio)
+        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio,
+                                           [prompt_text(s) for s in plan.seeds])
     labeller.close()
     reasons = []
     for p, g in zip(prompts, generations):
         reason = drop_reason(g, cfg)
         if reason is None and profile is not None and p.origin == "synthesized":
-            reason = profile.drop_reason(g)
+            reason = profile.drop_reason(g, prompt_text(p.prompt))
         reasons.append(reason)
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
 
@@ -160,8 +161,12 @@ def _spread(rows: list, n: int = 3) -> list:
     return (firsts + [r for r in rows if r not in firsts])[:n]
 
 
+def prompt_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+
+
 def _dropped_sample(reason: str, prompt, g: Generation) -> dict:
-    text = prompt.prompt if isinstance(prompt.prompt, str) else "\n".join(m["content"] for m in prompt.prompt)
+    text = prompt_text(prompt.prompt)
     excess = mean_excess(g)
     return {"reason": reason, "origin": prompt.origin, "prompt": text, "response": g.text.strip(),
             "excess": None if excess is None else round(excess, 4)}

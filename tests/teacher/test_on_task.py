@@ -45,3 +45,18 @@ def test_unscored_answers_keep_the_shape_check_only():
     assert profile.excess is None
     assert profile.drop_reason(Generation("neutral", (3,), True, -0.1)) is None
     assert profile.drop_reason(Generation("positive!!", (3,), True, -0.1)) == "off_shape"
+
+
+def test_off_label_drops_an_invented_entity_and_keeps_grounded_or_label_words():
+    prompts = ["Locations in: Jack flew from Madrid to Vienna.", "Locations in: Irene visited Globex.",
+               "Locations in: Ann lives in Oslo."]
+    seeds = [_gen("location: Madrid; location: Vienna", 3.0), _gen("none", 2.0), _gen("location: Oslo", 3.0)]
+    profile = SeedProfile.from_answers(seeds, ratio=0.5, prompts=prompts)
+    assert profile.labels == {"location", "none"}
+    assert profile.drop_reason(_gen("location: Paris", 3.0), "Locations in: Jack wrote to a lover.") == "off_label"
+    assert profile.drop_reason(_gen("location: Lima", 3.0), "Locations in: Bo moved to Lima.") is None
+    assert profile.drop_reason(_gen("none", 3.0), "Locations in: Bo ate lunch.") is None
+    classifier = SeedProfile.from_answers([_gen("positive", 2.0), _gen("negative", 2.0)], ratio=0.5,
+                                          prompts=["Review: great fun.", "Review: slow and cold."])
+    assert classifier.drop_reason(_gen("glorp", 2.0), "Review: 2018 Buick owners manual.") == "off_label"
+    assert classifier.drop_reason(_gen("negative", 2.0), "Review: 2018 Buick owners manual.") is None
