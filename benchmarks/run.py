@@ -261,10 +261,9 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
                      # Every answer is kept: the placebo teacher (a base without the skill) never stops within the
                      # token budget, and filtering its rows away would turn the control into "no teacher".
                      teacher_drop_truncated=False, teacher_repeat_ngram=0)
-    if method in SFT_LIKE:
-        extra.update(trainer="lora")
-    if method in BALANCED:
-        extra.update(replay_balance="task")
+    # Explicit for every method: `teacher: sources` has its own defaults (trainer: lora, replay_balance: task).
+    extra.update(trainer="lora" if method in SFT_LIKE else "transfer_nets",
+                 replay_balance="task" if method in BALANCED else "none")
     extra.update(DISTILL.get(method, {}))
     improved = method == "hf_improved"
     return FusionConfig(

@@ -202,10 +202,12 @@ class FusionConfig(BaseModel):
     replay_balance: Literal["none", "task"] = Field(
         default="none", description="`task`: every task (a row's `task`/`source` tag; a teacher's rows count as "
         "its source's task) is an equal share of each epoch, smaller ones repeated, so many teacher rows do not "
-        "drown a few labelled ones; `none`: every row once per epoch (the reference).")
+        "drown a few labelled ones; `none`: every row once per epoch (the reference). With `teacher: sources` the "
+        "default is `task`.")
     trainer: Literal["transfer_nets", "lora"] = Field(
         default="transfer_nets", description="What learns from the (replay + teacher) rows: the paper's transfer "
-        "nets, or `lora`: the anchor adapter itself, trained directly (data-only SFT).")
+        "nets, or `lora`: the anchor adapter itself, trained directly (data-only SFT). With `teacher: sources` the "
+        "default is `lora` (it trained better on the teachers' rows in the benchmark).")
 
     # --- output ------------------------------------------------------------------------------------------------
     output: Literal["adapter", "merged", "both"] = Field(default="adapter", description="What to write.")
@@ -213,6 +215,14 @@ class FusionConfig(BaseModel):
     # --- safety ------------------------------------------------------------------------------------------------
     allow_pickle: bool = Field(default=False, description="Allow `.bin` pickle adapters (unpickling runs code).")
     trust_remote_code: bool = Field(default=False, description="Allow target models with custom code.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _teacher_defaults(cls, data: Any) -> Any:
+        """`teacher: sources` changes two defaults (keys the user sets win): see `TEACHER_DEFAULTS`."""
+        if isinstance(data, dict) and data.get("teacher") == "sources":
+            return {**TEACHER_DEFAULTS, **data}
+        return data
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -298,6 +308,13 @@ class FusionConfig(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+# What `teacher: sources` trains with unless the config says otherwise. Measured on the benchmark's few-label regime
+# (real Gemma -> SmolLM2 pair, 3 seeds, lr tuned per method on a dev split): the anchor adapter trained directly on
+# the labelled + teacher rows, every task an equal share of each epoch, scored 71.0 +- 7.6 against 60.0 +- 18.3 for
+# the transfer nets on the same rows (and 68.6 vs 67.1 without balancing), in about half the time per run.
+# `teacher: none` keeps the paper's defaults.
+TEACHER_DEFAULTS: dict[str, Any] = {"trainer": "lora", "replay_balance": "task"}
 
 PARAMETER_KEYS = tuple(k for k in FusionConfig.model_fields if k not in ("target_model", "target_adapter", "sources"))
 

@@ -52,9 +52,11 @@ TAUGHT = "sentiment"  # the task the replay set has no labels for: only its expe
 VARIANTS = {
     "replay_sft": {"trainer": "lora"},
     "fused": {},
-    "fused_teacher": {"teacher": "sources"},
-    "fused_placebo": {"teacher": "sources", "teacher_placebo": True},
-    "sft_teacher": {"teacher": "sources", "trainer": "lora"},
+    # Trainer and mixing spelled out: `teacher: sources` alone would train the anchor adapter, task-balanced.
+    "fused_teacher": {"teacher": "sources", "trainer": "transfer_nets", "replay_balance": "none"},
+    "fused_placebo": {"teacher": "sources", "teacher_placebo": True, "trainer": "transfer_nets",
+                      "replay_balance": "none"},
+    "sft_teacher": {"teacher": "sources", "trainer": "lora", "replay_balance": "none"},
 }
 COLUMNS = (("expert", "expert"), ("target_only", "anchor"), ("replay_sft", "SFT"), ("fused", "fused"),
            ("fused_teacher", "+teacher"), ("fused_placebo", "+placebo"), ("sft_teacher", "SFT+teach"))

@@ -75,7 +75,7 @@ def _teacher_config(fixture_zoo, replay_file, prompts_file, **overrides) -> Fusi
     return FusionConfig.from_mapping(dict(
         TINY, target_model=str(fixture_zoo.model("llama")), target_adapter=str(fixture_zoo.adapter("llama")),
         sources=[source], replay=str(replay_file), teacher="sources", teacher_max_new_tokens=4, teacher_batch_size=4,
-        **overrides))
+        **{"trainer": "transfer_nets", "replay_balance": "none", **overrides}))
 
 
 def test_teacher_card_names_the_bases_it_loaded_and_the_kept_count(fixture_zoo, replay_file, prompts_file, tmp_path):

@@ -65,7 +65,9 @@ def teach_config(fixture_zoo, teach_inputs):
                     sources=[source], replay=str(teach_inputs["replay"]), teacher="sources", teacher_max_new_tokens=6,
                     teacher_batch_size=4, teacher_drop_truncated=False, max_steps=2,
                     # random tiny writers write noise that the on-task filter drops: these tests follow the rows
-                    teacher_on_task_filter=False)
+                    teacher_on_task_filter=False,
+                    # the paper's trainer and mixing, spelled out (`teacher: sources` alone: lora, task-balanced)
+                    trainer="transfer_nets", replay_balance="none")
         data.update(overrides)
         return FusionConfig.from_mapping(data)
 

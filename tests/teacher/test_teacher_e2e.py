@@ -47,7 +47,8 @@ def _score(world, name, **switches):
         target_model=str(world["bases"]["llama"]), target_adapter=str(world["anchor"]), sources=[source],
         replay=str(world["replay"]), block_size="auto", embed_dim=64, num_heads=4, max_position_embeddings=64,
         num_projections=128, lr=3e-3, epochs=20, batch_size=16, gradient_accumulation_steps=1, max_length=96,
-        seed=0, checkpoint_every=0, teacher_max_new_tokens=8, teacher_batch_size=16, **switches)
+        seed=0, checkpoint_every=0, teacher_max_new_tokens=8, teacher_batch_size=16,
+        **{"trainer": "transfer_nets", "replay_balance": "none", **switches})
     out = fuse(cfg, world["root"] / name, show_progress=False).out_dir
     test = world["splits"]["sentiment"][2]
     return experts.evaluate(world["bases"]["llama"], out, world["tasks"]["sentiment"], test)
@@ -83,7 +84,7 @@ def test_anchor_self_distillation_keeps_the_anchors_task(world):
 
     def topic_after(name, **switches):
         cfg = FusionConfig(target_model=str(llama), target_adapter=str(anchor), sources=[source], replay=str(replay),
-                           trainer="lora", teacher="sources", lr=1e-3, epochs=15, batch_size=8,
+                           trainer="lora", replay_balance="none", teacher="sources", lr=1e-3, epochs=15, batch_size=8,
                            gradient_accumulation_steps=1, max_length=96, seed=0, checkpoint_every=0,
                            teacher_max_new_tokens=8, teacher_batch_size=16, **switches)
         report = fuse(cfg, root / name, show_progress=False).report

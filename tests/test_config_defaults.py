@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`teacher: sources` trains what the benchmark measured best (anchor LoRA, task-balanced); the faithful method's
+defaults stay the paper's; a key the user sets always wins; the new keys are validated with one-line errors."""
+
+import pytest
+
+from hf_heterofusion.config import TEACHER_DEFAULTS, FusionConfig
+from hf_heterofusion.errors import ConfigError
+
+
+BASE = dict(target_model="t", target_adapter="a", sources=["s"])
+
+
+def test_teacher_sources_has_its_own_defaults_and_teacher_none_the_papers():
+    taught = FusionConfig.from_mapping(dict(BASE, teacher="sources"))
+    assert (taught.trainer, taught.replay_balance) == ("lora", "task") == tuple(TEACHER_DEFAULTS.values())
+    faithful = FusionConfig.from_mapping(dict(BASE, replay="r.jsonl"))
+    assert (faithful.trainer, faithful.replay_balance) == ("transfer_nets", "none")
+    assert faithful.teacher_kd_weight == faithful.anchor_kd_weight == 0.0 and faithful.max_steps is None
+
+
+def test_the_users_keys_win_over_the_teacher_defaults():
+    cfg = FusionConfig.from_mapping(dict(BASE, teacher="sources", trainer="transfer_nets", replay_balance="none"))
+    assert (cfg.trainer, cfg.replay_balance) == ("transfer_nets", "none")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"max_steps": "sometimes"}, "`max_steps` must be an integer >= 0, `auto` or null"),
+    ({"teacher_kd_weight": 1.0}, "`teacher_kd_weight` and `teacher_token_weighting` distil the source teachers'"),
+    ({"teacher_token_weighting": "skill"}, "set `teacher: sources`"),
+    ({"teacher": "sources", "teacher_topk": 0}, "`teacher_topk` must be greater than or equal to 1"),
+    ({"step_selection": "best"}, "`step_selection` must be 'none' or 'held_out'"),
+])
+def test_new_keys_fail_in_one_line(change, message):
+    with pytest.raises(ConfigError) as err:
+        FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", **change))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_max_steps_auto_selects_the_step():
+    assert FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps="auto")).selects_step
+    assert FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps=5, step_selection="held_out")).selects_step
+    assert not FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps=5)).selects_step
