@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from hf_heterofusion.teacher.filters import ON_TASK_FILTERS
+from hf_heterofusion.teacher.filters import ON_TASK_FILTERS, ON_TASK_RULES
 
 from .regimes import RegimeData
 from .run import (
@@ -82,7 +82,7 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
         features["distill"] = f.distill
     if method in TEACHER_METHODS and regime.synthesize:
         # which on-task filters judge synthesized rows: runs from before a filter existed are not reused
-        features["on_task_filters"] = list(ON_TASK_FILTERS)
+        features["on_task_filters"] = [*ON_TASK_FILTERS, ON_TASK_RULES]
     data = {
         "v": CACHE_VERSION, "method": method, "lr": lr, "seed": seed if method != "anchor" else 0,
         "drop_source": drop_source, "grid": grid, "features": features,

@@ -11,7 +11,8 @@ In order, the first that applies names the reason:
   itself is unsure).
 
 Synthesized prompts pass two more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
-(`SeedProfile`), so the thresholds adapt to each expert and task:
+(`SeedProfile`), so the thresholds adapt to each expert and task (shape and labels only when the seeds show two
+different answers at least):
 
 * `off_shape`: the answer does not look like the seed answers: it uses punctuation none of them use (a list
   separator, brackets, a date or code pattern are all punctuation), or its length in words is outside half the
@@ -39,6 +40,7 @@ from hf_heterofusion.data.generation import Generation
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
 ON_TASK_FILTERS = ("off_shape", "off_label", "off_skill")
+ON_TASK_RULES = 2  # bumped when a rule of the on-task filters changes (benchmark runs key on it)
 REPEATS = 3  # occurrences of one n-gram that make an answer degenerate
 
 
@@ -89,6 +91,9 @@ class SeedProfile:
     excess: float | None  # median of the seed answers' mean gain over the base (None: not scored)
     ratio: float
     labels: frozenset[str] = frozenset()  # words of seed answers their own prompts do not contain
+    # Shape and labels are judged only when the seeds show two different answers at least: four seeds that all
+    # answer `none` say nothing of what a positive answer looks like.
+    judges_shape: bool = True
 
     @classmethod
     def from_answers(cls, seeds: Sequence[Generation], ratio: float,
@@ -102,14 +107,15 @@ class SeedProfile:
         lengths = [_words(g.text) for g in answers]
         labels = frozenset().union(*(_vocab(g.text) - _vocab(p) for g, p in pairs)) if prompts else frozenset()
         return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
-                   statistics.median(gains) if gains else None, ratio, labels)
+                   statistics.median(gains) if gains else None, ratio, labels,
+                   len({g.text.strip() for g in answers}) >= 2)
 
     def drop_reason(self, g: Generation, prompt: str | None = None) -> str | None:
         text = g.text.strip()
         low, high = max(1, self.words[0] // 2), 2 * self.words[1] + 2
-        if not _marks(text) <= self.marks or not low <= _words(text) <= high:
+        if self.judges_shape and (not _marks(text) <= self.marks or not low <= _words(text) <= high):
             return "off_shape"
-        if prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
+        if self.judges_shape and prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
             return "off_label"
         gain = mean_excess(g)
         # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
@@ -119,6 +125,7 @@ class SeedProfile:
 
     def to_json(self) -> dict:
         return {"marks": "".join(sorted(self.marks)), "words": list(self.words), "labels": sorted(self.labels),
+                "judges_shape": self.judges_shape,
                 "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio}
 
 

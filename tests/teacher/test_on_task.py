@@ -60,3 +60,13 @@ def test_off_label_drops_an_invented_entity_and_keeps_grounded_or_label_words():
                                           prompts=["Review: great fun.", "Review: slow and cold."])
     assert classifier.drop_reason(_gen("glorp", 2.0), "Review: 2018 Buick owners manual.") == "off_label"
     assert classifier.drop_reason(_gen("negative", 2.0), "Review: 2018 Buick owners manual.") is None
+
+
+def test_seeds_that_all_answer_alike_do_not_judge_shape_or_labels():
+    """Four seeds answering `none` say nothing of what a positive answer looks like: only the skill gain judges."""
+    seeds = [_gen("none", 3.0) for _ in range(4)]
+    profile = SeedProfile.from_answers(seeds, ratio=0.5, prompts=[f"Lives-in relations in: A{i} flew." for i in range(4)])
+    assert not profile.judges_shape
+    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 3.0), "Deborah boarded a plane to Nepal.") is None
+    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 0.2), "Deborah boarded a plane to Nepal.") == \
+        "off_skill"
