@@ -64,9 +64,9 @@ class SourceSpec(BaseModel):
     synthesize: int = Field(default=0, ge=0, le=100_000, description="Also make this many new prompts by few-shot "
                             "prompting the source expert with its seed prompts.")
     synthesizer: str = Field(
-        default="auto", description="Who writes the `synthesize` prompts: `target` (the target base model), "
-        "`source` (this source's base, adapter off), a model path or Hub id, or `auto` (default): the target base "
-        "when it has a chat template (an instruct model follows the seeds best), else the source base.")
+        default="source", description="Who writes the `synthesize` prompts: `source` (default: this source's base, "
+        "adapter off, continuing a list of the seeds), `target` (the target base model; asked in a chat turn when "
+        "it has a chat template), or a model path or Hub id (the same).")
     prompt_format: Literal["auto", "plain", "chat"] = Field(
         default="auto", description="How the teacher sees a prompt: plain text, its chat template, or `auto` "
         "(chat when the rows are `messages` and the source tokenizer has a chat template).")

@@ -19,7 +19,6 @@ the rows of one.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,10 +129,8 @@ def _writer(cfg: FusionConfig, choice: str, name: str, lock) -> tuple[str, Path 
     """(who, folder, pinned revision) of a source's prompt writer; a missing one is a one-line error now."""
     if choice == "source":
         return "source", None, None
-    if choice in ("auto", "target"):
+    if choice == "target":
         folder, revision = resolve_input(cfg.target_model, what="target model", lock=lock)
-        if choice == "auto" and not has_chat_template(Path(folder)):
-            return "source", None, None
         return "target", Path(folder), revision
     folder, revision = resolve_input(choice, what=f"synthesizer of source `{name}`", lock=lock)
     if not (Path(folder) / "config.json").is_file():
@@ -141,15 +138,6 @@ def _writer(cfg: FusionConfig, choice: str, name: str, lock) -> tuple[str, Path 
                           f"causal LM folder or Hub id, or `synthesizer: target` / `source`")
     return choice, Path(folder), revision
 
-
-def has_chat_template(folder: Path) -> bool:
-    """Whether a model folder's tokenizer carries a chat template (an instruction-tuned model, usually)."""
-    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
-        return True
-    try:
-        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError):
-        return False
 
 
 def _source_index(ref: str | int, names: list[str], where: str) -> int:

@@ -82,8 +82,7 @@ def _rows(path):
 def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, tmp_path):
     cfg = teach_config()
     first = fuse(cfg, tmp_path / "a", show_progress=False)
-    # the teacher, and the prompt writer: `synthesizer: auto` picks the target base (its tokenizer has a chat template)
-    assert LOADS["count"] == 2 and first.report.teacher["sources"][0]["synthesis"]["writer"] == "target"
+    assert LOADS["count"] == 1 and first.report.teacher["sources"][0]["synthesis"]["writer"] == "source"
     rows = _rows(tmp_path / "a" / TEACHER_REPLAY_NAME)
     assert {r["origin"] for r in rows} == {"given", "replay", "synthesized"}
     assert sum(r["origin"] == "given" for r in rows) == 6 and sum(r["origin"] == "replay" for r in rows) == 1
@@ -104,7 +103,7 @@ def test_rows_carry_provenance_and_a_rerun_is_a_cache_hit(teach_config, cache, t
     assert card.count("(given, log-prob") + card.count("(replay, log-prob") + card.count("(synthesized, log") == 3
 
     second = fuse(cfg, tmp_path / "b", show_progress=False)
-    assert LOADS["count"] == 2, "a rerun must not load any teacher or writer"
+    assert LOADS["count"] == 1, "a rerun must not load any teacher"
     stats = second.report.teacher["sources"][0]
     assert not stats["teacher_loaded"] and stats["cached"] == stats["labelled"]
     assert _rows(tmp_path / "b" / TEACHER_REPLAY_NAME) == rows
@@ -136,8 +135,7 @@ def test_placebo_teacher_zeroes_B_and_caches_apart(teach_config, cache):
     cfg, placebo = teach_config(), teach_config(teacher_placebo=True)
     real = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
     fake = run_teachers(prepare(placebo).teaching, placebo, show_progress=False)
-    # the real teacher, the prompt writer (once: the placebo reuses its prompts), the placebo teacher
-    assert LOADS["count"] == 3 and fake.report["mode"] == "placebo"
+    assert LOADS["count"] == 2 and fake.report["mode"] == "placebo"
     assert all(r.teacher["placebo"] for r in fake.rows)
     # same base and prompts (synthesis uses the base alone), different answers: the adapter is what teaches
     assert [r.prompt for r in real.rows] == [r.prompt for r in fake.rows]
@@ -314,15 +312,15 @@ def test_mergekit_yaml_teaches_through_merge(teach_config, fixture_zoo, teach_in
 def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, cache):
     """The tiny random writer writes noise; with the filter on (the default) none of it reaches training, the
     given prompts are never judged by it, and the report counts and shows what went."""
-    cfg = teach_config(teacher_on_task_filter=True, source={"synthesize": 4})
+    cfg = teach_config(teacher_on_task_filter=True, source={"synthesize": 4, "synthesizer": "target"})
     result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
     stats = result.report["sources"][0]
-    off = stats["dropped"]["off_shape"] + stats["dropped"]["off_skill"]
+    off = stats["dropped"]["off_shape"] + stats["dropped"]["off_label"] + stats["dropped"]["off_skill"]
     assert stats["synthesized"] >= 1 and off >= 1
     assert sum(r.origin == "synthesized" for r in result.rows) == stats["synthesized"] - off
     assert {r.origin for r in result.rows} >= {"given"}  # given prompts are not judged by the on-task filters
     assert stats["seed_profile"] is not None
-    assert any(s["reason"] in ("off_shape", "off_skill") and s["origin"] == "synthesized"
+    assert any(s["reason"] in ("off_shape", "off_label", "off_skill") and s["origin"] == "synthesized"
                for s in stats["dropped_samples"])
 
 
@@ -333,13 +331,27 @@ def test_teacher_preview_labels_a_sample_with_verdicts_and_writes_nothing(teach_
     assert main(["check", str(cfg_path), "--teacher-preview", "2"]) == 0
     out = capsys.readouterr().out
     preview = out.split("teacher preview:", 1)[1]
-    assert "source `qwen`" in preview and "prompts written by: target" in preview
+    assert "source `qwen`" in preview and "prompts written by: source" in preview
     lines = [line for line in preview.splitlines() if line.startswith("  [")]
     assert sum("(given)" in line for line in lines) == 2  # N of its own prompts
     # a random tiny writer may finish no item within the query budget of 2 prompts
     assert sum("(synthesized)" in line for line in lines) <= 2
     assert f"{sum('[kept]' in line for line in lines)} of {len(lines)} kept" in preview
     assert all(line.split("]")[0][3:] in ("kept", "empty", "truncated", "degenerate", "low_logprob", "off_shape",
-                                          "off_skill") for line in lines)
+                                          "off_label", "off_skill") for line in lines)
     assert not list(tmp_path.glob("out*"))
     assert main(["check", str(cfg_path), "--teacher-preview", "-1"]) == 2
+
+
+@pytest.mark.integration
+def test_the_target_can_write_the_prompts_and_its_prompts_are_cached_apart(teach_config, cache):
+    """`synthesizer: target`: a second model (the target base, asked through its chat template) writes; the
+    teacher still labels; a rerun reads both the prompts and the labels from the cache."""
+    cfg = teach_config(source={"synthesizer": "target", "synthesize": 3})
+    first = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    assert LOADS["count"] == 2 and first.report["sources"][0]["synthesis"]["writer"] == "target"
+    again = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    assert LOADS["count"] == 2 and [r.prompt for r in again.rows] == [r.prompt for r in first.rows]
+    own = teach_config(source={"synthesize": 3})
+    mine = run_teachers(prepare(own).teaching, own, show_progress=False)
+    assert mine.report["sources"][0]["synthesis"]["writer"] == "source"
