@@ -108,7 +108,7 @@ def check_config(config: str, *, echo: Callable[[str], Any] = print, force: bool
         echo(describe_fusion(cfg.model_copy(update={"memory_check": False}) if force else cfg,
                              lock=lock if lock.is_file() else None))
         if preview:
-            from hf_heterofusion.teacher.preview import teacher_preview
+            from hf_heterofusion.cli.preview import teacher_preview
 
             echo("\nteacher preview:\n" + teacher_preview(cfg, preview, lock=lock if lock.is_file() else None))
         return 0
