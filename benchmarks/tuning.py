@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hf_heterofusion.method.budget import RULES as BUDGET_RULES
 from hf_heterofusion.teacher.filters import ON_TASK_FILTERS, ON_TASK_RULES
 
 from .regimes import RegimeData
@@ -80,6 +81,8 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
         features["teacher"] = f.teacher
     if method in DISTILL:
         features["distill"] = f.distill
+        if DISTILL[method].get("step_selection"):
+            features["budget_rules"] = BUDGET_RULES
     if method in TEACHER_METHODS and regime.synthesize:
         # which on-task filters judge synthesized rows: runs from before a filter existed are not reused
         features["on_task_filters"] = [*ON_TASK_FILTERS, ON_TASK_RULES]

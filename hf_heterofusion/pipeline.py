@@ -85,7 +85,9 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
                               "`teacher_max_new_tokens`) or add labelled replay rows")
     budget_rows: tuple[ReplayExample, ...] = ()
     if cfg.selects_step and examples:  # held out before balancing: a repeated row never leaks
-        examples, budget_rows = split_for_budget(examples, cfg.seed)
+        n_labelled = len(examples) - (len(taught.rows) if taught else 0)  # teacher rows come last
+        examples, budget_rows = split_for_budget(examples, cfg.seed,
+                                                 spare=frozenset(range(n_labelled, len(examples))))
         if not budget_rows:
             warnings.warn("`max_steps: auto` / `step_selection` found no task with 4 or more rows to hold out a slice from; training "
                           "the full `epochs` budget", HeteroFusionWarning, stacklevel=2)

@@ -24,6 +24,16 @@ def test_each_task_gives_a_seeded_share_and_small_tasks_keep_everything():
     assert sum(r.task == "big" for r in split_for_budget(_rows("big", 400), seed=0)[1]) == budget.MAX_PER_TASK
 
 
+def test_teacher_rows_are_held_out_before_the_few_labelled_ones():
+    labelled, taught = _rows("t", 4, prefix="gold"), _rows("t", 44, prefix="teacher")
+    rows = labelled + taught
+    train, held = split_for_budget(rows, seed=0, spare=frozenset(range(4, 48)))
+    assert len(held) == 6 and all(r.prompt.startswith("teacher") for r in held)
+    assert all(r in train for r in labelled)
+    only_labelled = split_for_budget(_rows("u", 16), seed=0, spare=frozenset())[1]
+    assert len(only_labelled) == 2  # a task without teacher rows holds out its own
+
+
 def test_a_held_out_prompt_leaves_training_everywhere():
     rows = _rows("a", 8) + [ReplayExample(r.prompt, r.response, task="b") for r in _rows("a", 8)]
     train, held = split_for_budget(rows, seed=0)
