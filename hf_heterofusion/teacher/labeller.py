@@ -62,8 +62,9 @@ class Labeller:
 
     # ------------------------------------------------------------------------------------------- labelling
 
-    def label(self, prompts: list[Prompt]) -> list[Generation]:
-        """Greedy answers for `prompts`, in order (cached ones are not regenerated)."""
+    def label(self, prompts: list[Prompt], *, with_base: bool = False) -> list[Generation]:
+        """Greedy answers for `prompts`, in order (cached ones are not regenerated), with each step's top-k
+        log-probs; `with_base` also has the expert's base (adapter off) score every answer (`base_logprobs`)."""
         keys = [content_key(list(p) if isinstance(p, tuple) else p) for p in prompts]
         cache = self._read_cache()
         self.cached = sum(k in cache for k in keys)
@@ -71,28 +72,44 @@ class Labeller:
         # never does): little padding. They depend only on the prompts, so a resumed or split run decodes alike.
         batches = length_batches([_as_text(p) for p in prompts], self.cfg.teacher_batch_size)
         todo = [b for b in batches if any(keys[i] not in cache for i in b)]
-        mine = todo[self.rank::self.world]
+        fresh = self._run_batches(todo, lambda ids, batch: self._generate(ids, with_base), prompts, keys)
+        cache.update(dict(fresh))
+        if with_base:  # answers cached without their base scores get them now (no regeneration)
+            missing = [b for b in batches if any(len(cache[keys[i]].get("base") or ()) != len(cache[keys[i]]["ids"])
+                                                 for i in b)]
+            fresh = self._run_batches(missing, lambda ids, batch: self._score_base(
+                ids, [_from_json(cache[keys[i]]) for i in batch]), prompts, keys)
+            cache.update(dict(fresh))
+        return [_from_json(cache[k]) for k in keys]
+
+    def _run_batches(self, batches, work, prompts, keys) -> list[tuple[str, dict]]:
+        """`work(ids, batch) -> generations` over this process's share of `batches`, appended to the cache and
+        gathered from every process."""
         fresh: list[tuple[str, dict]] = []
-        bar = tqdm(mine, desc=f"teacher {self.plan.name}", unit="batch",
+        bar = tqdm(batches[self.rank::self.world], desc=f"teacher {self.plan.name}", unit="batch",
                    disable=not self.show_progress or self.rank != 0, leave=False)
         for batch in bar:
-            ids = [self._encode(prompts[i]) for i in batch]
-            gens = greedy_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens,
-                                top_k=self.cfg.teacher_topk)
-            # The expert's own base scores the expert's answers (one teacher-forced pass): per token, how much the
-            # adapter raised it is the skill signal (skill weighting, the on-task filter).
-            with self.model.disable_adapter():
-                base = score_answers(self.model, self.tokenizer, ids, [g.token_ids for g in gens])
-            gens = [replace(g, base_logprobs=tuple(b)) for g, b in zip(gens, base)]
+            gens = work([self._encode(prompts[i]) for i in batch], batch)
             entries = [(keys[i], _to_json(g)) for i, g in zip(batch, gens)]
             self._append(entries)
             fresh += entries
-        if self.world > 1 and todo:
+        if self.world > 1 and batches:
             from accelerate.utils import gather_object
 
             fresh = gather_object(fresh)
-        cache.update(dict(fresh))
-        return [_from_json(cache[k]) for k in keys]
+        return fresh
+
+    def _generate(self, ids: list[list[int]], with_base: bool) -> list[Generation]:
+        gens = greedy_batch(self.model, self.tokenizer, ids, max_new_tokens=self.cfg.teacher_max_new_tokens,
+                            top_k=self.cfg.teacher_topk)
+        return self._score_base(ids, gens) if with_base else gens
+
+    def _score_base(self, ids: list[list[int]], gens: list[Generation]) -> list[Generation]:
+        """The expert's own base scores the expert's answers (one teacher-forced pass, ~25 % of labelling): per
+        token, how much the adapter raised it is the skill signal (skill weighting, the on-task filter)."""
+        with self.model.disable_adapter():
+            base = score_answers(self.model, self.tokenizer, ids, [g.token_ids for g in gens])
+        return [replace(g, base_logprobs=tuple(b)) for g, b in zip(gens, base)]
 
     def _encode(self, prompt: Prompt) -> list[int]:
         fmt, tok = self.plan.prompt_format, self.tokenizer

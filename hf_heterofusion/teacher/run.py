@@ -84,12 +84,15 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
     labeller = Labeller(plan, cfg, accelerator=accelerator, show_progress=show_progress)
     synthesized, synthesis = labeller.synthesize() if plan.synthesize else ([], {})
     prompts = list(plan.prompts) + synthesized
-    generations = labeller.label([p.prompt for p in prompts])
+    judge = bool(synthesized) and cfg.teacher_on_task_filter
+    # The base's scores cost a teacher-forced pass: asked for only where something reads them.
+    with_base = judge or cfg.teacher_token_weighting == "skill"
+    generations = labeller.label([p.prompt for p in prompts], with_base=with_base)
     cached = labeller.cached
     profile = None
-    if synthesized and cfg.teacher_on_task_filter:  # the expert on its own seeds: what on-task looks like
-        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds)), cfg.teacher_min_excess_ratio,
-                                           [prompt_text(s) for s in plan.seeds])
+    if judge:  # the expert on its own seeds: what on-task looks like
+        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds), with_base=True),
+                                           cfg.teacher_min_excess_ratio, [prompt_text(s) for s in plan.seeds])
     labeller.close()
     reasons = []
     for p, g in zip(prompts, generations):

@@ -355,3 +355,20 @@ def test_the_target_can_write_the_prompts_and_its_prompts_are_cached_apart(teach
     own = teach_config(source={"synthesize": 3})
     mine = run_teachers(prepare(own).teaching, own, show_progress=False)
     assert mine.report["sources"][0]["synthesis"]["writer"] == "source"
+
+
+@pytest.mark.integration
+def test_base_scores_are_added_to_cached_answers_without_relabelling(teach_config, cache):
+    """Labels are cached without the base's scores unless something reads them; asking later (skill weighting)
+    scores the cached answers with the base and keeps every label as it was."""
+    plain = teach_config(teacher_drop_truncated=False, source={"synthesize": 0})
+    first = run_teachers(prepare(plain).teaching, plain, show_progress=False)
+    assert all(r.excess is None for r in first.rows)
+    skill = teach_config(teacher_drop_truncated=False, source={"synthesize": 0}, trainer="lora",
+                         teacher_token_weighting="skill")
+    second = run_teachers(prepare(skill).teaching, skill, show_progress=False)
+    assert [r.response for r in second.rows] == [r.response for r in first.rows]
+    assert all(r.excess is not None for r in second.rows) and all(r.signal is not None for r in second.rows)
+    assert LOADS["count"] == 2  # the first labelling, then the base pass (answers read from the cache)
+    run_teachers(prepare(skill).teaching, skill, show_progress=False)
+    assert LOADS["count"] == 2  # now everything is cached
