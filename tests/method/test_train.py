@@ -73,21 +73,7 @@ def test_accelerate_two_processes_match_one_process(make_config, tmp_path):
     """
     single = make_config(max_steps=2, gradient_accumulation_steps=4)
     double = make_config(max_steps=2, gradient_accumulation_steps=2)
-    outputs = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
-    for name, cfg, procs in (("one", single, 1), ("two", double, 2)):
-        cfg_path = tmp_path / f"{name}.json"
-        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))
-        out = tmp_path / f"{name}.safetensors"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
-               "--num_processes", str(procs),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               "29517", "-m", "hf_heterofusion.testing.fit_script", str(cfg_path), str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outputs[name] = load_file(out)
-        assert f"world_size={procs}" in proc.stdout
-    one, two = outputs["one"], outputs["two"]
+    one, two = _launch(single, 1, tmp_path / "one", 29517), _launch(double, 2, tmp_path / "two", 29517)
     # The exported adapter is the anchor with the aligned modules' B fused: every A and every module without an
     # aligned source stay the anchor's, bit for bit; training moved some aligned B (else "two = one" is vacuous).
     anchor = load_adapter(single.target_adapter).tensors
@@ -108,20 +94,22 @@ def test_accelerate_two_processes_match_one_process_with_distillation(make_confi
     one process with twice the accumulation: the signal travels with its row through accelerate's sharding."""
     single = make_config(max_steps=2, gradient_accumulation_steps=4, trainer="lora", anchor_kd_weight=1.0, lr=1e-2)
     double = make_config(max_steps=2, gradient_accumulation_steps=2, trainer="lora", anchor_kd_weight=1.0, lr=1e-2)
-    outputs = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
-    for name, cfg, procs in (("one", single, 1), ("two", double, 2)):
-        cfg_path = tmp_path / f"{name}.json"
-        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))
-        out = tmp_path / f"{name}.safetensors"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
-               "--num_processes", str(procs), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
-               "no", "--main_process_port", "29519", "-m", "hf_heterofusion.testing.fit_script", str(cfg_path),
-               str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outputs[name] = load_file(out)
+    one, two = _launch(single, 1, tmp_path / "one", 29519), _launch(double, 2, tmp_path / "two", 29519)
     anchor = load_adapter(single.target_adapter).tensors
-    assert any(not torch.equal(outputs["one"][k], anchor[k]) for k in anchor)
-    for k in outputs["one"]:
-        assert torch.allclose(outputs["one"][k], outputs["two"][k], atol=1e-5), k
+    assert any(not torch.equal(one[k], anchor[k]) for k in anchor)
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5), k
+
+
+def _launch(cfg, procs: int, stem, port: int) -> dict:
+    """`pipeline.fit` of `cfg` under `accelerate launch` with `procs` real CPU processes; the fused tensors."""
+    cfg_path, out = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    cfg_path.write_text(json.dumps(cfg.model_dump(mode="json")))
+    env = dict(os.environ, OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if procs > 1 else "--cpu",
+           "--num_processes", str(procs), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(port), "-m", "hf_heterofusion.testing.fit_script", str(cfg_path), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"world_size={procs}" in proc.stdout
+    return load_file(out)
