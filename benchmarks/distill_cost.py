@@ -34,13 +34,10 @@ from .labelling import zero_adapter
 from .models import ensure_model
 
 
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+def _seconds(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         times = {"labels_only": [], "top_k": [], "with_signal": []}
         for _ in range(args.repeats):
             for name, fn in (("labels_only", labels_only), ("top_k", top_k_only), ("with_signal", with_signal)):
-                times[name].append(_best(fn, 1))
+                times[name].append(_seconds(fn))
         gens = with_signal()
         out["labelling_s"] = {k: round(min(v), 3) for k, v in times.items()}
         out["labelling_top_k_cost"] = round(min(times["top_k"]) / min(times["labels_only"]), 3)
@@ -121,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     step(plain)
     times = {"ce": [], "kd": []}
     for _ in range(args.repeats):
-        times["ce"].append(_best(lambda: step(plain), 1))
-        times["kd"].append(_best(lambda: step(signal), 1))
+        times["ce"].append(_seconds(lambda: step(plain)))
+        times["kd"].append(_seconds(lambda: step(signal)))
     out["step_s"] = {"ce": round(min(times["ce"]), 4), "ce_kd_skill": round(min(times["kd"]), 4)}
     out["kd_step_cost"] = round(min(times["kd"]) / min(times["ce"]), 3)
     out["alignment"] = {"answer_tokens": tokens, "exact_share": round(exact / max(tokens, 1), 3),

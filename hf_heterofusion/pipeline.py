@@ -118,7 +118,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     if encoded:
         result = train(trainable, model, encoded, cfg, pad_id=pad_token_id(tokenizer), accelerator=acc,
                        work_dir=work_dir, show_progress=show_progress,
-                       on_step=None if selector is None else lambda step: selector.due(step) and selector.score(
+                       on_step=None if selector is None else lambda step: selector.at_step(
                            step, acc.unwrap_model(trainable)))
     budget = selector.restore(acc.unwrap_model(trainable)).to_json() if selector is not None else None
     timings["fit_s"] = result.seconds if result else 0.0

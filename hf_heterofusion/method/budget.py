@@ -89,6 +89,11 @@ class BudgetSelector:
     def due(self, step: int) -> bool:
         return step == 0 or step == self.total or step % self.every == 0
 
+    def at_step(self, step: int, trainable: Trainable) -> None:
+        """The training loop's `on_step` hook: score when this step is one of the scored points."""
+        if self.due(step):
+            self.score(step, trainable)
+
     @torch.no_grad()
     def score(self, step: int, trainable: Trainable) -> float:
         out = trainable()

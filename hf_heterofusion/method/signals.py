@@ -78,8 +78,8 @@ def anchor_signals(encoded: Sequence[tuple[list[int], list[int]]], model: torch.
     """
     device = next(model.parameters()).device
     unique: dict[tuple, RowSignal] = {}
-    todo = [r for r in dict.fromkeys(tuple(ids) for ids, _ in encoded)]
-    by_ids = {tuple(ids): (ids, labels) for ids, labels in encoded}
+    by_ids = {tuple(ids): (ids, labels) for ids, labels in encoded}  # first occurrence order, repeats once
+    todo = list(by_ids)
     for s in range(0, len(todo), batch_size):
         chunk = [by_ids[key] for key in todo[s:s + batch_size]]
         batch = collate(chunk, pad_id)
