@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a machine shared with other "
                         "jobs, where threads spin-wait on each other)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the grid's, 3)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps of every trained method (default: the grid's; reduced: 72, about one "
+                        "epoch of the few-label rows)")
     p.add_argument("--skip-perf", action="store_true", help="skip the performance section")
     p.add_argument("--perf", action="store_true", help="only the performance section, printed (grid `reduced`)")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD", help="run only these methods")
@@ -87,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .suite import run_suite
 
     run_suite(grid_name=args.grid or ("quick" if args.quick else "full"), out=args.out, cache=args.cache,
-              threads=args.threads, seeds=args.seeds, perf=not args.skip_perf, only=args.only,
+              threads=args.threads, seeds=args.seeds, budget=args.steps, perf=not args.skip_perf, only=args.only,
               regimes=args.regimes, loso=not args.no_loso, cached_only=args.cached_only,
               command=" ".join(["python -m benchmarks", *argv]))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .grid import GRIDS
+from .grid import GRIDS, with_steps
 from .run import setup
 from .tuning import cached_run
 
@@ -27,17 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", required=True)
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps of every run (default: the grid's)")
+    p.add_argument("--dev", action="store_true", help="score the dev split too (what an lr sweep reads)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench_results"))
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bench = setup(GRIDS[args.grid], args.out, args.cache)
+    grid = GRIDS[args.grid] if args.steps is None else with_steps(GRIDS[args.grid], args.steps)
+    bench = setup(grid, args.out, args.cache)
     regime = bench.regimes[args.regime]
     for seed in args.seeds:
         for method in args.methods:
-            record = cached_run(bench, regime, method, args.lr, seed)
+            record = cached_run(bench, regime, method, args.lr, seed, dev=args.dev)
             print(json.dumps({"regime": args.regime, "method": method, "lr": args.lr, "seed": seed,
+                              "steps": grid.steps,
                               "lr_rule": "fixed (not chosen on this regime's dev split)",
                               **{k: v for k, v in record.items() if k in ("avg", "tasks", "scores", "dev_avg")},
                               "teacher": record.get("teacher", {}).get("sources")}, default=str), flush=True)

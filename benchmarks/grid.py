@@ -150,4 +150,12 @@ QUICK = FULL.with_(
                 "tasks, two noisy experts, sweeps of two learning rates, two seeds",),
 )
 
+def with_steps(grid: Grid, steps: int) -> Grid:
+    """`grid` with every trained method at `steps` optimiser steps; the reductions' budget line says so."""
+    line = (f"every trained method: {steps} optimiser steps of batch 1 x accumulation {grid.accumulation} "
+            f"({steps * grid.accumulation} examples; set by --steps, the grid's own budget is {grid.steps})")
+    reductions = tuple(line if r.startswith("every trained method:") else r for r in grid.reductions)
+    return grid.with_(steps=steps, reductions=reductions)
+
+
 GRIDS: dict[str, Grid] = {"full": FULL, "reduced": REDUCED, "quick": QUICK}

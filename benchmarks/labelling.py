@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", choices=("smollm2", "gemma3"), default="smollm2")
     p.add_argument("--adapter", help="the expert's adapter folder (default: a fresh no-op adapter)")
     p.add_argument("--prompts", type=int, default=48)
+    p.add_argument("--task", choices=TASK_NAMES, help="only this task's prompts (the expert's own; default: all tasks)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--repeats", type=int, default=1)
@@ -47,14 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = ensure_model(args.model)
-    per_task = -(-args.prompts // len(TASK_NAMES))
-    rows = [r for name in TASK_NAMES for r in make_splits(get_task(name), 7, 0, 0, per_task)[2]][: args.prompts]
+    tasks = (args.task,) if args.task else TASK_NAMES
+    per_task = -(-args.prompts // len(tasks))
+    rows = [r for name in tasks for r in make_splits(get_task(name), 7, 0, 0, per_task)[2]][: args.prompts]
     prompts = [({"role": "user", "content": r["prompt"]},) if args.chat else r["prompt"] for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(args.adapter) if args.adapter else zero_adapter(base, Path(tmp) / "adapter")
         result = labelling_throughput(base, adapter, prompts, batch_size=args.batch_size,
                                       max_new_tokens=args.max_new_tokens, repeats=args.repeats)
-    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "chat": args.chat, **result}))
+    print(json.dumps({"model": args.model, "adapter": args.adapter or "no-op (B = 0)", "task": args.task or "all",
+                      "threads": torch.get_num_threads(), "chat": args.chat, **result}))
     return 0
 
 

@@ -34,22 +34,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accumulation", type=int, default=8)
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--trainer", choices=("transfer_nets", "lora"), default="transfer_nets",
+                   help="`lora`: the same step of plain LoRA SFT (the ratio's denominator)")
+    p.add_argument("--step", type=int, default=2, help="which optimiser step to profile (1: with one-time costs)")
+    p.add_argument("--shapes", action="store_true", help="group the table by input shapes too")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = FusionConfig(target_model=args.target, target_adapter=args.anchor, sources=args.source,
                        replay=args.replay, block_size="auto", embed_dim=args.embed_dim, num_projections=2048,
                        epochs=1, batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation,
-                       max_steps=3, checkpoint_every=0, max_length=128,
-                       amortize_nets=args.amortize == "on")
+                       max_steps=args.step + 1, checkpoint_every=0, max_length=128,
+                       amortize_nets=args.amortize == "on", trainer=args.trainer)
     real, calls, box = train_mod._run_window, {"n": 0}, {}
 
-    def profiled(*a, **k):  # window 2 starts the profiler, window 3 stops it: optimiser step 2 in full
+    def profiled(*a, **k):  # window N starts the profiler, window N + 1 stops it: optimiser step N in full
         calls["n"] += 1
-        if calls["n"] == 2:
-            box["prof"] = profile(activities=[ProfilerActivity.CPU])
+        if calls["n"] == args.step:
+            box["prof"] = profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes)
             box["prof"].__enter__()
             box["t0"] = time.perf_counter()
-        elif calls["n"] == 3:
+        elif calls["n"] == args.step + 1:
             box["seconds"] = time.perf_counter() - box["t0"]
             box["prof"].__exit__(None, None, None)
         return real(*a, **k)
@@ -59,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         fit(cfg, show_progress=False, accelerator=Accelerator(cpu=True))
     finally:
         train_mod._run_window = real
-    print(f"amortize_nets={args.amortize} E={args.embed_dim} sources={len(args.source)} batch {args.batch_size} x "
-          f"accumulation {args.accumulation}; one optimiser step: {box['seconds']:.2f} s (profiler on)")
-    print(box["prof"].key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top,
-                                           max_name_column_width=40))
+    print(f"trainer={args.trainer} amortize_nets={args.amortize} E={args.embed_dim} sources={len(args.source)} batch {args.batch_size} x "
+          f"accumulation {args.accumulation}; optimiser step {args.step}: {box['seconds']:.2f} s (profiler on)")
+    print(box["prof"].key_averages(group_by_input_shape=args.shapes).table(
+        sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40,
+        max_shapes_column_width=60))
     return 0
 
 

@@ -20,7 +20,7 @@ import torch
 
 from hf_heterofusion.examples.synthetic import score
 
-from .grid import GRIDS, Grid
+from .grid import GRIDS, Grid, with_steps
 from .models import cache_root
 from .perf import run_perf
 from .report import write_all
@@ -48,7 +48,7 @@ NOTES = (
 
 
 def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cache: Path | None = None,
-              threads: int | None = None, seeds: int | None = None, perf: bool = True,
+              threads: int | None = None, seeds: int | None = None, budget: int | None = None, perf: bool = True,
               only: Sequence[str] | None = None, regimes: Sequence[str] | None = None, loso: bool = True,
               cached_only: bool = False, command: str = "") -> dict:
     """Run the benchmark grid `grid_name` (optionally some regimes / methods), write results into `out`.
@@ -62,6 +62,8 @@ def run_suite(*, grid_name: str = "full", out: Path = Path("bench_results"), cac
         grid = grid.with_(seeds=tuple(range(seeds)))
     if regimes is not None:
         grid = grid.with_(regimes=tuple(regimes))
+    if budget is not None:
+        grid = with_steps(grid, budget)
     if not perf:
         grid = grid.with_(perf=False)
     if threads is not None:

@@ -152,8 +152,13 @@ def greedy_batch(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[Seque
     input_ids, mask = (t.to(device) for t in left_pad(prompts, pad))
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
     length = input_ids.shape[1]
+    # Only the last prompt position's logits are read, so only it goes through the vocabulary projection (most of
+    # a short prompt's prefill on a 262k-token vocabulary). An index tensor, not `logits_to_keep=1`: the int form
+    # slices the hidden states into a strided view, which `F.linear` runs as a batched matmul over a copy of the
+    # weight per row (measured 4.5x slower than the one matmul the gathered rows get, Gemma-3 head, batch 16).
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                cache_position=torch.arange(length, device=device))
+                cache_position=torch.arange(length, device=device),
+                logits_to_keep=torch.tensor([length - 1], device=device))
     cache, logits = out.past_key_values, out.logits[:, -1, :]
     live = torch.arange(len(prompts), device=device)  # the prompt index of each row still in the batch
     tokens: list[list[int]] = [[] for _ in prompts]

@@ -92,3 +92,22 @@ def test_score_answers_gives_the_log_probs_generation_saw(fixture_zoo):
     scored = score_answers(model, tokenizer, prompts, [g.token_ids for g in gens])
     for g, s in zip(gens, scored, strict=True):
         assert s == pytest.approx(list(g.token_logprobs), abs=1e-4)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_prefill_projects_only_the_last_prompt_position(family, fixture_zoo):
+    """The vocabulary projection of the prefill gets one contiguous row per prompt (a strided slice would make
+    `F.linear` a batched matmul over a copy of the weight per row), and every decoding step one row per live row."""
+    base, adapter = fixture_zoo.model(family), fixture_zoo.adapter(family)
+    model, tokenizer = load_causal_lm(base, adapter).eval(), load_tokenizer(base)
+    prompts = _prompts(tokenizer, n=4)
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, out: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        greedy_batch(model, tokenizer, prompts, max_new_tokens=3)
+    finally:
+        hook.remove()
+    assert seen and all(shape[1] == 1 and contiguous for shape, contiguous in seen)
+    assert seen[0][0][0] == len(prompts)
