@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", required=True)
     p.add_argument("--steps", type=int, default=None, help="optimiser steps of every run (default: the grid's)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="unlabeled prompts per source task in few_labels / noisy (default: the grid's, 48)")
     p.add_argument("--dev", action="store_true", help="score the dev split too (what an lr sweep reads)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench_results"))
@@ -35,13 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = GRIDS[args.grid] if args.steps is None else with_steps(GRIDS[args.grid], args.steps)
+    if args.prompts is not None:
+        grid = grid.with_(n_prompts=args.prompts)
     bench = setup(grid, args.out, args.cache)
     regime = bench.regimes[args.regime]
     for seed in args.seeds:
         for method in args.methods:
             record = cached_run(bench, regime, method, args.lr, seed, dev=args.dev)
             print(json.dumps({"regime": args.regime, "method": method, "lr": args.lr, "seed": seed,
-                              "steps": grid.steps,
+                              "steps": grid.steps, "prompts": grid.n_prompts,
                               "lr_rule": "fixed (not chosen on this regime's dev split)",
                               **{k: v for k, v in record.items() if k in ("avg", "tasks", "scores", "dev_avg")},
                               "teacher": record.get("teacher", {}).get("sources")}, default=str), flush=True)

@@ -42,9 +42,11 @@ def run_perf_only(*, grid_name: str, out: Path, cache: Path | None, threads: int
 def perf_lines(perf: dict[str, Any]) -> list[str]:
     """The plain-text table of one perf run (also readable in a terminal)."""
     lines = [f"performance ({perf.get('grid', '?')} grid): {perf.get('note', '')}", ""]
-    lines.append(f"{'fit job':<66} {'s/example':>10} {'x SFT':>7} {'peak RSS MB':>12} {'x SFT RSS':>10}")
+    lines.append(f"{'fit job':<66} {'s/example':>10} {'x SFT':>7} {'x SFT after step 1':>19} {'step 1 s':>9} "
+                 f"{'peak RSS MB':>12} {'x SFT RSS':>10}")
     for r in perf.get("fit_vs_sft", []):
         lines.append(f"{r['label']:<66} {r['seconds_per_example']:>10.3f} {r['ratio_to_sft']:>6.2f}x "
+                     f"{r.get('steady_ratio_to_sft', float('nan')):>18.2f}x {r.get('first_step_seconds', float('nan')):>9.1f} "
                      f"{r['peak_rss_mb']:>12.0f} {r.get('rss_to_sft', float('nan')):>9.2f}x")
     lines += ["", f"{'export job':<66} {'seconds':>10} {'peak RSS MB':>12}"]
     export = perf.get("export", [])

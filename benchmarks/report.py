@@ -31,6 +31,14 @@ def _pm(mean: float, std: float, n: int) -> str:
     return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
 
 
+def _ratio(value: Any) -> str:
+    return f"{value:.2f}x" if isinstance(value, (int, float)) else "-"
+
+
+def _seconds(value: Any) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else "-"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -234,9 +242,13 @@ def render_perf(perf: dict | None) -> list[str]:
     if fit:
         lines += ["### Fit cost per replay example vs plain LoRA SFT (same model, data, sequence length)", ""]
         rows = [[r["label"], f"{r['seconds_per_example']:.2f}", f"{r['ratio_to_sft']:.2f}x",
+                 _ratio(r.get("steady_ratio_to_sft")), _seconds(r.get("first_step_seconds")),
                  f"{r['peak_rss_mb']:.0f}",
                  f"{r['hypernet_parameters'] / 1e6:.1f} M" if r.get("hypernet_parameters") else "-"] for r in fit]
-        lines += _table(["job", "s / example", "ratio to SFT", "peak RSS (MB)", "hypernet params"], rows) + [""]
+        lines += _table(["job", "s / example", "ratio to SFT", "after step 1", "step 1 (s)", "peak RSS (MB)",
+                         "hypernet params"], rows) + [""]
+        lines += ["\"after step 1\": the ratio of seconds per example once the first optimiser step (allocation, "
+                  "lazy init, the optimiser state) is paid; a longer fit approaches it.", ""]
     export = perf.get("export")
     if export:
         lines += ["### Export: writing a merged full checkpoint of the target", ""]
