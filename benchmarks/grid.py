@@ -108,7 +108,7 @@ FULL = Grid(name="full", target="smollm2", source="gemma3")
 
 REDUCED = FULL.with_(
     name="reduced", n_train=240, n_replay=16, n_test=32, expert_steps=30, noise_steps=15, epochs=2, embed_dim=256,
-    num_projections=512, perf_examples=16, scaling_examples=8, n_dev=16, tune_placebos=False, accumulation=4,
+    num_projections=512, perf_examples=48, scaling_examples=8, n_dev=16, tune_placebos=False, accumulation=4,
     steps=72,
     improved_regimes=(),
     reductions=(

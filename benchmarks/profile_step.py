@@ -2,10 +2,12 @@
 """Profile optimiser steps of a fit with `torch.profiler` and print the top ops (the before/after table of a speed change).
 
     python -m benchmarks.profile_step --target T --anchor A --source S1 --source S2 --replay R.jsonl \
-        [--embed-dim 1024] [--amortize on|off] [--top 15]
+        [--embed-dim 1024] [--amortize on|off] [--trainer transfer_nets|lora] [--step 2] [--shapes] [--top 15]
 
-The first optimiser step pays one-time costs (allocation, lazy init); the table covers the second optimiser step
-whole: the window's forward and backward passes, the AdamW update, the scheduler and `zero_grad`.
+The first optimiser step pays one-time costs (allocation, lazy init, the optimiser state: `--step 1` shows them);
+the table covers optimiser step `--step` (default 2) whole: the window's forward and backward passes, the AdamW
+update, the scheduler and `zero_grad`. `--trainer lora` profiles the same step of plain LoRA SFT, `--shapes`
+groups ops by input shapes (which matmul is which layer).
 """
 
 from __future__ import annotations
