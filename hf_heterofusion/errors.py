@@ -57,5 +57,10 @@ class TeacherKeptLittleWarning(HeteroFusionWarning):
     """A teacher kept under a quarter of the answers it gave: its rows teach little (the counts say why)."""
 
 
+class SeedsOneAnswerWarning(HeteroFusionWarning):
+    """Every seed of a synthesizing source gets the same answer from its expert: synthesized prompts imitate the
+    seeds, so the rows show little of the skill beyond that answer."""
+
+
 class LowEnergyWarning(HeteroFusionWarning):
     """A source lost much of its update when re-factored to the anchor's rank."""

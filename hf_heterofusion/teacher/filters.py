@@ -94,6 +94,7 @@ class SeedProfile:
     # Shape and labels are judged only when the seeds show two different answers at least: four seeds that all
     # answer `none` say nothing of what a positive answer looks like.
     judges_shape: bool = True
+    only_answer: str = ""  # the one answer every seed got, when they all got the same (else "")
 
     @classmethod
     def from_answers(cls, seeds: Sequence[Generation], ratio: float,
@@ -106,9 +107,10 @@ class SeedProfile:
         gains = [x for x in map(mean_excess, answers) if x is not None]
         lengths = [_words(g.text) for g in answers]
         labels = frozenset().union(*(_vocab(g.text) - _vocab(p) for g, p in pairs)) if prompts else frozenset()
+        distinct = {g.text.strip() for g in answers}
         return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
-                   statistics.median(gains) if gains else None, ratio, labels,
-                   len({g.text.strip() for g in answers}) >= 2)
+                   statistics.median(gains) if gains else None, ratio, labels, len(distinct) >= 2,
+                   next(iter(distinct)) if len(distinct) == 1 and len(answers) >= 2 else "")
 
     def drop_reason(self, g: Generation, prompt: str | None = None) -> str | None:
         text = g.text.strip()
@@ -125,7 +127,7 @@ class SeedProfile:
 
     def to_json(self) -> dict:
         return {"marks": "".join(sorted(self.marks)), "words": list(self.words), "labels": sorted(self.labels),
-                "judges_shape": self.judges_shape,
+                "judges_shape": self.judges_shape, "only_answer": self.only_answer,
                 "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio}
 
 

@@ -70,3 +70,15 @@ def test_seeds_that_all_answer_alike_do_not_judge_shape_or_labels():
     assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 3.0), "Deborah boarded a plane to Nepal.") is None
     assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 0.2), "Deborah boarded a plane to Nepal.") == \
         "off_skill"
+
+
+def test_seeds_with_one_answer_are_reported_and_warned_about():
+    from hf_heterofusion.errors import SeedsOneAnswerWarning
+    from hf_heterofusion.teacher.run import _warn_one_answer
+
+    alike = SeedProfile.from_answers([_gen("none", 3.0) for _ in range(4)], ratio=0.5)
+    assert alike.only_answer == "none" and alike.to_json()["only_answer"] == "none"
+    with pytest.warns(SeedsOneAnswerWarning, match=r"answers `none` to all 4 seeds.*\(2 of 3 kept rows"):
+        _warn_one_answer("lives_in", alike, 4, ["none", "lives_in: Bo, Lima", "none"])
+    assert SeedProfile.from_answers(SEEDS, ratio=0.5).only_answer == ""
+    assert SeedProfile.from_answers([_gen("none", 3.0)], ratio=0.5).only_answer == ""  # one seed proves nothing
