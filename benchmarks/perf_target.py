@@ -40,7 +40,8 @@ def teacher_throughput(bench, sources: list[str]) -> dict[str, Any]:
     try:
         rows = [json.loads(line) for line in Path(bench.replay_path).read_text(encoding="utf-8").splitlines()]
         prompts = [r["prompt"] for r in rows if "prompt" in r][:32]
-        return labelling_throughput(str(bench.source_dir), sources[0], prompts, batch_size=8,
+        batch = FusionConfig.model_fields["teacher_batch_size"].default  # what a fit labels with by default
+        return labelling_throughput(str(bench.source_dir), sources[0], prompts, batch_size=batch,
                                     max_new_tokens=bench.grid.max_new_tokens)
     except Exception as err:  # report, do not lose the rest of the run
         return {"note": f"teacher throughput: FAILED ({type(err).__name__}: {str(err).splitlines()[0][:120]})"}
