@@ -55,25 +55,29 @@ def labelled_rows(grid: Grid, splits: Mapping[str, TaskSplits], name: str) -> li
 def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: Path) -> RegimeData:
     if name not in REGIME_TITLES:
         raise ValueError(f"unknown regime `{name}`; choose from {', '.join(REGIME_TITLES)}")
-    folder = work / "regimes" / name
     rows = labelled_rows(grid, splits, name)
-    replay = synthetic.write_jsonl(rows, folder / "replay.jsonl")
-    prompts: dict[str, Path] = {}
+    prompt_rows: dict[str, list[dict]] = {}
     synthesize = 0
     if name in ("few_labels", "noisy"):
-        for t in grid.tasks[1:]:
-            prompts[t] = synthetic.write_jsonl([{"prompt": r["prompt"], "task": t} for r in splits[t].pool],
-                                               folder / f"prompts_{t}.jsonl")
+        prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in splits[t].pool] for t in grid.tasks[1:]}
     elif name == "seeds_only":
         # The labelled seed rows are the only prompts: the teacher relabels them and synthesizes `n_synth` more.
         synthesize = grid.n_synth
-        for t in grid.tasks[1:]:
-            prompts[t] = synthetic.write_jsonl([{"prompt": r["prompt"], "task": t}
-                                                for r in splits[t].replay[:grid.n_labels]],
-                                               folder / f"prompts_{t}.jsonl")
-    content = {"rows": rows, "prompts": {t: p.read_text(encoding="utf-8") for t, p in prompts.items()},
+        prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in splits[t].replay[:grid.n_labels]]
+                       for t in grid.tasks[1:]}
+    content = {"rows": rows, "prompts": {t: _jsonl(r) for t, r in prompt_rows.items()},
                "synthesize": synthesize, "pool": "noisy" if name == "noisy" else "single"}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    # One folder per content: benchmark processes with other grids (say `--prompts 12`) sharing an --out folder
+    # never rewrite the files a running fit reads (a run cached under one regime's key with another's prompts).
+    folder = work / "regimes" / f"{name}-{digest}"
+    replay = synthetic.write_jsonl(rows, folder / "replay.jsonl")
+    prompts = {t: synthetic.write_jsonl(r, folder / f"prompts_{t}.jsonl") for t, r in prompt_rows.items()}
     rows_only = {"rows": rows, "pool": content["pool"]}
     rows_digest = hashlib.sha256(json.dumps(rows_only, sort_keys=True).encode()).hexdigest()[:16]
     return RegimeData(name, content["pool"], replay, len(rows), prompts, synthesize, digest, rows_digest)
+
+
+def _jsonl(rows: list[dict]) -> str:
+    """The text `synthetic.write_jsonl` writes for `rows` (the regime's fingerprint is taken over it)."""
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

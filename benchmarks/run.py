@@ -293,13 +293,16 @@ def _merge_runner(method: str) -> Callable[..., dict]:
     return run
 
 
-def _work_dir(bench: Bench, regime: RegimeData, method: str, lr: float, seed: int, tag: str = "") -> Path:
-    return bench.out / "work" / "fused" / regime.name / f"{method}{tag}_lr{lr:g}" / f"seed{seed}"
+def _work_dir(bench: Bench, regime: RegimeData, method: str, lr: float, seed: int, tag: str = "",
+              key: str = "") -> Path:
+    """Where a run writes its adapter: named by the run's cache key too, so two benchmark processes with other
+    grids (say `--steps 216` next to the default) never overwrite each other's files."""
+    return bench.out / "work" / "fused" / regime.name / f"{method}{tag}_lr{lr:g}" / f"seed{seed}{key and '-' + key[:8]}"
 
 
 def _fusion_runner(method: str) -> Callable[..., dict]:
     def run(bench: Bench, regime: RegimeData, lr: float, seed: int, drop_source: str | None = None, *,
-            dev: bool = True) -> dict:
+            dev: bool = True, key: str = "") -> dict:
         cfg = fusion_config(bench, regime, seed, lr, method=method, drop_source=drop_source)
         if method == "hf_placebo":
             placebos = []
@@ -308,7 +311,7 @@ def _fusion_runner(method: str) -> Callable[..., dict]:
                                               f"src{i}_{Path(spec.adapter).name}", seed=1000 * seed + i)
                 placebos.append(spec.model_copy(update={"adapter": str(path)}))
             cfg = cfg.model_copy(update={"sources": tuple(placebos)})
-        out = _work_dir(bench, regime, method, lr, seed, tag=f"_minus_{drop_source}" if drop_source else "")
+        out = _work_dir(bench, regime, method, lr, seed, tag=f"_minus_{drop_source}" if drop_source else "", key=key)
         report = fuse(cfg, out, overwrite=True, show_progress=False, held_out=_held_out(bench)).report
         if method in TEACHER_METHODS and not (out / "teacher_replay.jsonl").is_file():
             raise RuntimeError(f"{method}: the pipeline wrote no teacher_replay.jsonl; is the teacher stage on?")

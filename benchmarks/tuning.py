@@ -120,7 +120,7 @@ def cached_run(bench: Bench, regime: RegimeData, method: str, lr: float | None, 
     torch.manual_seed(seed)
     kwargs: dict[str, Any] = {"drop_source": drop_source} if drop_source else {}
     if method not in SHARED:
-        kwargs["dev"] = dev
+        kwargs.update(dev=dev, key=key)  # the key names the run's work folder: concurrent grids never share one
     record = RUNNERS[method](bench, regime, lr, seed, **kwargs)
     record.update(avg=_mean(record["scores"].values()), lr=lr, seed=seed,
                   wall_seconds=round(time.perf_counter() - started, 1))
