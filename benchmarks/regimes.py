@@ -65,19 +65,23 @@ def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: 
         synthesize = grid.n_synth
         prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in splits[t].replay[:grid.n_labels]]
                        for t in grid.tasks[1:]}
-    content = {"rows": rows, "prompts": {t: _jsonl(r) for t, r in prompt_rows.items()},
+    prompt_texts = {t: _jsonl(r) for t, r in prompt_rows.items()}
+    content = {"rows": rows, "prompts": prompt_texts,
                "synthesize": synthesize, "pool": "noisy" if name == "noisy" else "single"}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     # One folder per content: benchmark processes with other grids (say `--prompts 12`) sharing an --out folder
     # never rewrite the files a running fit reads (a run cached under one regime's key with another's prompts).
     folder = work / "regimes" / f"{name}-{digest}"
     replay = synthetic.write_jsonl(rows, folder / "replay.jsonl")
-    prompts = {t: synthetic.write_jsonl(r, folder / f"prompts_{t}.jsonl") for t, r in prompt_rows.items()}
+    prompts = {t: folder / f"prompts_{t}.jsonl" for t in prompt_texts}
+    for t, text in prompt_texts.items():  # the very text the fingerprint was taken over
+        prompts[t].write_text(text, encoding="utf-8")
     rows_only = {"rows": rows, "pool": content["pool"]}
     rows_digest = hashlib.sha256(json.dumps(rows_only, sort_keys=True).encode()).hexdigest()[:16]
     return RegimeData(name, content["pool"], replay, len(rows), prompts, synthesize, digest, rows_digest)
 
 
 def _jsonl(rows: list[dict]) -> str:
-    """The text `synthetic.write_jsonl` writes for `rows` (the regime's fingerprint is taken over it)."""
+    """JSONL text of `rows`, as `synthetic.write_jsonl` writes it (fingerprints of earlier runs were taken over
+    such files, so run keys stay the same)."""
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -195,7 +195,7 @@ def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, in
 
 def _warn_one_answer(name: str, profile: SeedProfile, n_seeds: int, kept: Sequence[str]) -> None:
     """Seeds that all get one answer (four `none` seeds of a relation task) make a writer imitate that case: the
-    synthesized rows then show little else (measured: 26 of 36 kept lives-in rows answered `none`)."""
+    synthesized rows then show little else (measured: 27 of 36 kept lives-in rows answered `none`)."""
     same = sum(text == profile.only_answer for text in kept)
     warnings.warn(f"teacher `{name}`: the expert answers `{profile.only_answer}` to all {n_seeds} seeds, and the "
                   f"synthesized prompts imitate them ({same} of {len(kept)} kept rows answer it too), so its rows "
