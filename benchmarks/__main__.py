@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import child_env
-from .grid import GRIDS, REGIMES
+from .grid import ALL_REGIMES, GRIDS, REGIMES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-perf", action="store_true", help="skip the performance section")
     p.add_argument("--perf", action="store_true", help="only the performance section, printed (grid `reduced`)")
     p.add_argument("--only", nargs="+", default=None, metavar="METHOD", help="run only these methods")
-    p.add_argument("--regimes", nargs="+", default=None, choices=REGIMES, metavar="REGIME",
-                   help=f"run only these regimes ({', '.join(REGIMES)}; default all)")
+    p.add_argument("--regimes", nargs="+", default=None, choices=ALL_REGIMES, metavar="REGIME",
+                   help=f"run only these regimes ({', '.join(ALL_REGIMES)}; default: {', '.join(REGIMES)})")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out refits")
     p.add_argument("--cached-only", action="store_true",
                    help="compute no run: build the report from the run cache (e.g. after invocations run in "

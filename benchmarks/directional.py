@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = GRIDS[args.grid] if args.steps is None else with_steps(GRIDS[args.grid], args.steps)
     if args.prompts is not None:
         grid = grid.with_(n_prompts=args.prompts)
+    if args.regime not in grid.regimes:  # e.g. `seeds_card`, not in the grid's default list
+        grid = grid.with_(regimes=(*grid.regimes, args.regime))
     bench = setup(grid, args.out, args.cache)
     regime = bench.regimes[args.regime]
     for seed in args.seeds:

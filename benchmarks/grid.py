@@ -7,7 +7,9 @@ Regimes (benchmark v2), all on the same experts and test prompts:
 * `few_labels`: the anchor's task labelled (`n_replay` rows), at most `n_labels` labelled rows per source task,
   plus `n_prompts` unlabeled prompts per source task (what a teacher can label);
 * `seeds_only`: the same labelled rows and nothing else; a teacher makes its prompts with `synthesize: n_synth`;
-* `noisy`: `few_labels` plus the task-irrelevant experts of `noise` in the source pool.
+* `noisy`: `few_labels` plus the task-irrelevant experts of `noise` in the source pool;
+* `seeds_card` (on request): `seeds_only` with the labelled rows drawn as a model card shows examples, each answer
+  kind of a task in turn (a relation found, `none`; each label).
 
 Every trained method runs for the same `steps` optimiser steps (batch 1 x `accumulation`) and picks its learning
 rate from its sweep (`sft_lrs` for methods that train the anchor adapter, `fusion_lrs` for the transfer nets) by
@@ -30,7 +32,8 @@ DEFAULT_TASKS = ("ner_person", "ner_location", "relation_works_for", "relation_l
 # Task-irrelevant experts of the noisy pool: one unrelated task and three label-shuffled ones (same format, no
 # signal), the kind of expert a practitioner pulls by mistake from a Hub search.
 DEFAULT_NOISE = ("task:topic", "shuffled:ner_person", "shuffled:relation_lives_in", "shuffled:sentiment")
-REGIMES = ("paper", "few_labels", "seeds_only", "noisy")
+REGIMES = ("paper", "few_labels", "seeds_only", "noisy")  # what a grid runs by default
+ALL_REGIMES = (*REGIMES, "seeds_card")  # `seeds_card` on request (`--regimes seeds_card`)
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

@@ -182,6 +182,10 @@ class FusionConfig(BaseModel):
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")
+    teacher_discriminator: bool = Field(
+        default=False, description="Also drop synthesized prompts that a classifier tells apart from the seeds "
+        "(Trans-LoRA's real-vs-synthetic filter: a logistic regression on the expert base's view of each prompt, "
+        "cross-fitted); needs 16 seeds or more per synthesizing source.")
     teacher_min_excess_ratio: float = Field(
         default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
         "log-prob gain over the expert's base is at least this x the seeds' median gain.")

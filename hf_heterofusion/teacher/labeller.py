@@ -22,13 +22,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hf_heterofusion.config import FusionConfig
-from hf_heterofusion.data.encoding import encode_prompt_ids
+from hf_heterofusion.data.encoding import encode_prompt_ids, pad_token_id
 from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches, score_answers
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import Prompt
 from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.files import write_atomic
 from hf_heterofusion.teacher.cache import cache_root, content_key, digest_dir, generation_settings
+from hf_heterofusion.teacher.discriminator import prompt_features
 from hf_heterofusion.teacher.filters import is_degenerate
 from hf_heterofusion.teacher.plan import TeacherPlan, TeacherPrompt
 from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate
@@ -110,6 +111,12 @@ class Labeller:
         with self.model.disable_adapter():
             base = score_answers(self.model, self.tokenizer, ids, [g.token_ids for g in gens])
         return [replace(g, base_logprobs=tuple(b)) for g, b in zip(gens, base)]
+
+    def features(self, prompts: list[Prompt]) -> torch.Tensor:
+        """[n, hidden]: how the expert's base (adapter off) sees each prompt, for the discriminator."""
+        with self.model.disable_adapter():
+            return prompt_features(self.model, pad_token_id(self.tokenizer), [self._encode(p) for p in prompts],
+                                   self.cfg.teacher_batch_size)
 
     def _encode(self, prompt: Prompt) -> list[int]:
         fmt, tok = self.plan.prompt_format, self.tokenizer

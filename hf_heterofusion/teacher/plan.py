@@ -32,6 +32,7 @@ from hf_heterofusion.data.safetensors_header import checkpoint_shapes, file_shap
 from hf_heterofusion.errors import AdapterFormatError, ConfigError, ReplayDataError
 from hf_heterofusion.hub.refs import split_revision
 from hf_heterofusion.inputs import resolve_input
+from hf_heterofusion.teacher.discriminator import MIN_SEEDS
 
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,10 @@ def plan_teaching(cfg: FusionConfig, replay: ReplayData | None, *, lock: str | P
         if spec.synthesize and not own_seeds:
             raise ConfigError(f"source `{name}` has `synthesize: {spec.synthesize}` but no seed prompts; give it "
                               f"`prompts: FILE` or tag a few replay rows with `\"source\": \"{name}\"`")
+        if spec.synthesize and cfg.teacher_discriminator and len(own_seeds) < MIN_SEEDS:
+            raise ConfigError(f"source `{name}` has {len(own_seeds)} seed prompts but `teacher_discriminator` needs "
+                              f"{MIN_SEEDS} or more (a classifier of fewer real prompts is noise); give more seeds "
+                              f"or set `teacher_discriminator: false`")
         writer, writer_dir, writer_rev = _writer(cfg, spec.synthesizer, name, lock) if spec.synthesize \
             else ("source", None, None)
         plans.append(TeacherPlan(i, name, spec.base_model, Path(base_dir), base_rev, Path(adapter_dir), adapter_rev,

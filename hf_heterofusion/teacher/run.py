@@ -22,12 +22,14 @@ from hf_heterofusion.data.replay import Prompt, ReplayExample
 from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import SeedsOneAnswerWarning, TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
+from hf_heterofusion.teacher.discriminator import keep_mask
 from hf_heterofusion.teacher.filters import FILTERS, ON_TASK_FILTERS, SeedProfile, drop_reason, mean_excess
 from hf_heterofusion.teacher.labeller import Labeller
 from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
 
 
 logger = logging.getLogger(__name__)
+DISCRIMINATOR_FILTER = "unlike_seeds"  # `teacher_discriminator`: the classifier tells the prompt from the seeds
 
 @dataclass(frozen=True)
 class TeacherRow:
@@ -93,13 +95,19 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
     if judge:  # the expert on its own seeds: what on-task looks like
         profile = SeedProfile.from_answers(labeller.label(list(plan.seeds), with_base=True),
                                            cfg.teacher_min_excess_ratio, [prompt_text(s) for s in plan.seeds])
+    real_like = [True] * len(prompts)
+    if synthesized and cfg.teacher_discriminator:
+        passed, threshold = keep_mask(labeller.features(list(plan.seeds)),
+                                      labeller.features([p.prompt for p in synthesized]))
+        real_like[len(plan.prompts):] = passed
+        synthesis = {**synthesis, "discriminator_threshold": round(threshold, 4)}
     labeller.close()
     reasons = []
-    for p, g in zip(prompts, generations):
+    for p, g, real in zip(prompts, generations, real_like):
         reason = drop_reason(g, cfg)
         if reason is None and profile is not None and p.origin == "synthesized":
             reason = profile.drop_reason(g, prompt_text(p.prompt))
-        reasons.append(reason)
+        reasons.append(reason if reason or real else DISCRIMINATOR_FILTER)
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
 
 
@@ -117,6 +125,8 @@ def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator
                       "adapter_revision": plan.adapter_revision or labeller.adapter_digest,
                       "placebo": cfg.teacher_placebo}
         dropped = {name: 0 for name in (*FILTERS, *ON_TASK_FILTERS)}
+        if cfg.teacher_discriminator:
+            dropped[DISCRIMINATOR_FILTER] = 0
         kept, dropped_rows = [], []
         for p, g, reason in zip(judged.prompts, judged.generations, judged.reasons):
             if reason:
@@ -182,7 +192,8 @@ _FIXES = {"empty": "check the prompts' format (`prompt_format`)",
           "truncated": "raise `teacher_max_new_tokens` (or set `teacher_drop_truncated: false`)",
           "degenerate": "raise `teacher_repeat_ngram`", "low_logprob": "lower or unset `teacher_min_logprob`",
           "off_shape": "give seeds whose answers show every shape the task has (or `teacher_on_task_filter: false`)",
-          "off_skill": "lower `teacher_min_excess_ratio` (or `teacher_on_task_filter: false`)"}
+          "off_skill": "lower `teacher_min_excess_ratio` (or `teacher_on_task_filter: false`)",
+          DISCRIMINATOR_FILTER: "give more seeds, or set `teacher_discriminator: false`"}
 
 
 def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, int]) -> None:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from benchmarks import baselines, features, models, stats
 from benchmarks.features import Features
 from benchmarks.grid import FULL, QUICK, REDUCED, REGIMES
-from benchmarks.regimes import build_regime, labelled_rows
+from benchmarks.regimes import build_regime, labelled_rows, seed_rows
 from benchmarks.run import (
     CONTROLLED_BY,
     DETERMINISTIC,
@@ -206,6 +206,24 @@ def test_regimes_label_what_the_grid_says(tmp_path):
     # Same labelled rows, so runs without a teacher can be shared; the prompts make the teacher runs differ.
     assert built["few_labels"].rows_fingerprint == built["seeds_only"].rows_fingerprint
     assert built["few_labels"].fingerprint != built["seeds_only"].fingerprint
+
+
+def test_seeds_card_shows_each_answer_kind_a_task_has():
+    """A model card's examples show the cases of a skill; the random draw of `seeds_only` may show one."""
+    grid = REDUCED.with_(n_labels=4)
+    splits = make_splits(grid)
+    for t in grid.tasks[1:]:
+        replay = splits[t].replay
+        card = seed_rows(replay, t, "seeds_card", grid)
+        assert len(card) == 4 and all(r in replay for r in card)
+        kinds = {r["response"] if r["response"] == "none" or t in ("sentiment", "entity_typing") else "found"
+                 for r in replay}
+        shown = {r["response"] if r["response"] == "none" or t in ("sentiment", "entity_typing") else "found"
+                 for r in card}
+        assert shown == kinds or len(shown) == 4, (t, shown, kinds)
+    lives_in = [r["response"] for r in seed_rows(splits["relation_lives_in"].replay, "relation_lives_in",
+                                                  "seeds_only", grid)]
+    assert lives_in == ["none"] * 4  # the draw the v3/v4 seeds-only rows were measured on
 
 
 def test_methods_per_regime():

@@ -226,6 +226,9 @@ def _write_yaml(path, data):
     ({"source": {"synthesizer": "{root}"}},
      "synthesizer of source `qwen` ({root}) has no config.json; give a transformers causal LM folder or Hub id, or "
      "`synthesizer: target` / `source`"),
+    ({"teacher_discriminator": True},
+     "source `qwen` has 8 seed prompts but `teacher_discriminator` needs 16 or more (a classifier of fewer real "
+     "prompts is noise); give more seeds or set `teacher_discriminator: false`"),
     ({"source": {"base_model": "{llama_base}"}},
      "source `qwen`: its adapter does not fit the base model {llama_base} (`model.layers.0.mlp.down_proj.weight` "
      "is 64x176, the adapter's update is 48x128); give the base the adapter was trained on"),
@@ -322,6 +325,19 @@ def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, 
     assert stats["seed_profile"] is not None
     assert any(s["reason"] in ("off_shape", "off_label", "off_skill") and s["origin"] == "synthesized"
                for s in stats["dropped_samples"])
+
+
+@pytest.mark.integration
+def test_the_discriminator_judges_synthesized_prompts_against_16_seeds(teach_config, teach_inputs, cache):
+    seeds = teach_inputs["root"] / "seeds16.jsonl"
+    seeds.write_text("".join(json.dumps({"prompt": f"Colour of thing {i}:"}) + "\n" for i in range(16)))
+    cfg = teach_config(teacher_discriminator=True, source={"prompts": str(seeds), "synthesize": 4})
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    stats = result.report["sources"][0]
+    assert "unlike_seeds" in stats["dropped"] and 0 < stats["synthesis"]["discriminator_threshold"] < 1
+    synthesized = sum(r.origin == "synthesized" for r in result.rows)
+    assert synthesized == stats["synthesized"] - sum(stats["dropped"].values())  # given prompts: never judged
+    assert sum(r.origin == "given" for r in result.rows) == 16
 
 
 @pytest.mark.integration
