@@ -14,6 +14,7 @@ from dataclasses import replace
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher.filters import mean_excess
+from hf_heterofusion.teacher.labeller import release_resident
 from hf_heterofusion.teacher.run import judge_source
 
 
@@ -31,9 +32,12 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
     if not prepared.teaching:
         return "no source teaches (`teacher: none`, or no source has prompts or `synthesize`): nothing to preview"
     blocks = []
-    for plan in prepared.teaching:
-        small = replace(plan, prompts=plan.prompts[:n], synthesize=min(plan.synthesize, n))
-        judged = judge_source(small, prepared.config, show_progress=False)
+    try:
+        judged_all = [judge_source(replace(plan, prompts=plan.prompts[:n], synthesize=min(plan.synthesize, n)),
+                                   prepared.config, show_progress=False) for plan in prepared.teaching]
+    finally:
+        release_resident()  # sources on one base share it; nothing stays loaded after the preview
+    for plan, judged in zip(prepared.teaching, judged_all):
         kept = sum(r is None for r in judged.reasons)
         lines = [f"source `{plan.name}` ({plan.base}; prompts written by: "
                  f"{plan.writer if plan.synthesize else '-'}): {kept} of {len(judged.reasons)} kept"]

@@ -50,8 +50,11 @@ def load_causal_lm(model_dir: str | Path, adapter_dir: str | Path | None = None,
     except (OSError, ValueError) as err:  # transformers' "cannot load" errors; the message says what is missing
         raise AdapterFormatError(f"transformers cannot load the {what} {model_dir} "
                                  f"({str(err).strip().splitlines()[0]})") from err
-    if adapter_dir is None:
-        return model
+    return model if adapter_dir is None else attach_adapter(model, adapter_dir, trainable=trainable)
+
+
+def attach_adapter(model: torch.nn.Module, adapter_dir: str | Path, *, trainable: bool = False) -> torch.nn.Module:
+    """The PEFT adapter of `adapter_dir` on `model` (`unload()` gives the untouched base back)."""
     from peft import PeftModel
 
     adapter_dir = existing_dir(adapter_dir, "adapter")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_prompt_ids, pad_token_id
 from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches, score_answers
-from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
+from hf_heterofusion.data.models import attach_adapter, load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import Prompt
 from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.files import write_atomic
@@ -226,15 +226,22 @@ class Labeller:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.plan.base_dir, what=f"teacher base of {self.plan.name}")
+            self._tokenizer = _RESIDENT.tokenizer(self._base_key) or load_tokenizer(
+                self.plan.base_dir, what=f"teacher base of {self.plan.name}")
         return self._tokenizer
+
+    @property
+    def _base_key(self) -> tuple:
+        return str(self.plan.base_dir.resolve()), self.base_digest, self.cfg.trust_remote_code, str(self.device)
 
     @property
     def model(self):
         if self._model is None:
-            model = load_causal_lm(self.plan.base_dir, self.plan.adapter_dir,
-                                   trust_remote_code=self.cfg.trust_remote_code,
-                                   what=f"teacher base of {self.plan.name}")
+            base = _RESIDENT.take(self._base_key)
+            if base is None:
+                base = load_causal_lm(self.plan.base_dir, None, trust_remote_code=self.cfg.trust_remote_code,
+                                      what=f"teacher base of {self.plan.name}").to(self.device)
+            model = attach_adapter(base, self.plan.adapter_dir)
             if self.cfg.teacher_placebo:  # same base, same A, no skill: B = 0 makes the adapter a no-op
                 with torch.no_grad():
                     for name, p in model.named_parameters():
@@ -247,6 +254,9 @@ class Labeller:
         return self._model
 
     def close(self) -> None:
+        """Drop the adapter; the base (and tokenizer) stay resident for a next source on the same base."""
+        if self._model is not None:
+            _RESIDENT.keep(self._base_key, self._model.unload(), self.tokenizer)
         self._model = self._tokenizer = None
         free_memory()
 
@@ -269,6 +279,37 @@ class Labeller:
             f.write("".join(json.dumps([k, v], ensure_ascii=False) + "\n" for k, v in entries))
             f.flush()
             os.fsync(f.fileno())
+
+
+class _Resident:
+    """The last teacher base and its tokenizer, kept for the next source that shares them: sources of one family
+    usually share a base, and loading it (weights, and a 262k-token tokenizer parsed in Python: ~5-9 s for Gemma-3)
+    per source cost more than labelling 48 prompts. `run_teachers` releases it before the target is trained, so at
+    most one teacher base is ever in memory."""
+
+    def __init__(self):
+        self.key, self.base, self.tok = None, None, None
+
+    def take(self, key: tuple):
+        base = self.base if key == self.key else None
+        if key != self.key:
+            self.release()
+        self.base = None  # in use now; `keep` puts it back
+        return base
+
+    def tokenizer(self, key: tuple):
+        return self.tok if key == self.key else None
+
+    def keep(self, key: tuple, base, tokenizer) -> None:
+        self.key, self.base, self.tok = key, base, tokenizer
+
+    def release(self) -> None:
+        self.key = self.base = self.tok = None
+        free_memory()
+
+
+_RESIDENT = _Resident()
+release_resident = _RESIDENT.release
 
 
 def _to_json(g: Generation) -> dict:
@@ -294,4 +335,4 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-__all__ = ["Labeller"]
+__all__ = ["Labeller", "release_resident"]

@@ -24,7 +24,7 @@ from hf_heterofusion.errors import SeedsOneAnswerWarning, TeacherKeptLittleWarni
 from hf_heterofusion.teacher.cache import generation_settings
 from hf_heterofusion.teacher.discriminator import keep_mask
 from hf_heterofusion.teacher.filters import FILTERS, ON_TASK_FILTERS, SeedProfile, drop_reason, mean_excess
-from hf_heterofusion.teacher.labeller import Labeller
+from hf_heterofusion.teacher.labeller import Labeller, release_resident
 from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
 
 
@@ -114,6 +114,14 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
 def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator=None,
                  show_progress: bool = True) -> TeacherResult:
     """Every teaching source in turn: one teacher in memory at a time, freed before the next."""
+    try:
+        return _run_teachers(plans, cfg, accelerator=accelerator, show_progress=show_progress)
+    finally:
+        release_resident()  # the last teacher base goes before the target is trained
+
+
+def _run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator, show_progress: bool
+                  ) -> TeacherResult:
     rows, per_source = [], []
     wants_signal = cfg.teacher_kd_weight > 0 or cfg.teacher_token_weighting != "none"
     for plan in plans:

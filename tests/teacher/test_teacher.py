@@ -328,6 +328,30 @@ def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, 
 
 
 @pytest.mark.integration
+def test_sources_on_one_base_load_it_once_and_label_as_if_alone(teach_config, fixture_zoo, cache, monkeypatch,
+                                                                tmp_path):
+    plain = tmp_path / "plain.jsonl"  # no rows tagged for a source: each source labels its given prompts only
+    plain.write_text(json.dumps({"prompt": "Say 1:", "response": " 1"}) + "\n")
+    data = teach_config(source={"synthesize": 0}, replay=str(plain)).model_dump(mode="json")
+    data["sources"].append({**data["sources"][0], "name": "qwen_b",
+                            "adapter": str(fixture_zoo.adapter("qwen2", r=4, seed=11))})
+    both = FusionConfig.from_mapping(data)
+    together = run_teachers(prepare(both).teaching, both, show_progress=False)
+    assert LOADS["count"] == 1  # the second source swapped its adapter onto the resident base
+    assert teacher_labels._RESIDENT.base is None  # released before the target would be trained
+    alone = []
+    for i, source in enumerate(data["sources"]):
+        monkeypatch.setenv("HF_HETEROFUSION_CACHE", str(tmp_path / f"alone{i}"))  # nothing cached
+        one = FusionConfig.from_mapping({**data, "sources": [source]})
+        alone += [r.response for r in run_teachers(prepare(one).teaching, one, show_progress=False).rows
+                  if r.origin == "given"]
+    assert LOADS["count"] == 3
+    assert [r.response for r in together.rows if r.origin == "given"] == alone
+    assert len({r.source for r in together.rows}) == 2
+    assert alone[:6] != alone[6:]  # the adapters answer differently: one left on the base would show
+
+
+@pytest.mark.integration
 def test_the_discriminator_judges_synthesized_prompts_against_16_seeds(teach_config, teach_inputs, cache):
     seeds = teach_inputs["root"] / "seeds16.jsonl"
     seeds.write_text("".join(json.dumps({"prompt": f"Colour of thing {i}:"}) + "\n" for i in range(16)))
