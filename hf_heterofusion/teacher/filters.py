@@ -22,8 +22,12 @@ different answers at least):
   asked about a sentence without the entities it knows invents one ("Jack wrote to a lover." -> `location: Paris`);
   a classifier's answers stay in its label set;
 * `off_skill` (TiTok's signal): the expert's adapter barely engages: the answer's mean log-probability gain over the
-  expert's own base is below `teacher_min_excess_ratio` x the seeds' median gain. A prompt off the task gets an
-  answer the base would give anyway.
+  expert's own base is below `teacher_min_excess_ratio` x the median gain of the seed answers of its kind (its
+  label words: `none`, `works_for`, `positive`; all seeds' median when no seed answer is of that kind). A prompt
+  off the task gets an answer the base would give anyway. Per kind because kinds differ: an extraction answer
+  copies names from its prompt, which the base predicts too, so its gain is about half a `none`'s (measured,
+  Gemma-3 experts: 3.8-4.0 against 8.7-8.9 nats per token); against the median of a mixed seed set, correct
+  positives went as `off_skill` (`Martha loves her job at Vandelay.` -> `works_for: Martha, Vandelay`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from hf_heterofusion.data.generation import Generation
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
 ON_TASK_FILTERS = ("off_shape", "off_label", "off_skill")
-ON_TASK_RULES = 2  # bumped when a rule of the on-task filters changes (benchmark runs key on it)
+ON_TASK_RULES = 3  # bumped when a rule of the on-task filters changes (benchmark runs key on it); 3: gain per kind
 REPEATS = 3  # occurrences of one n-gram that make an answer degenerate
 
 
@@ -82,6 +86,11 @@ def _vocab(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"\w+", text.lower()))
 
 
+def answer_kind(answer: str, prompt: str) -> str:
+    """The words of an answer that its prompt does not contain (`none`, `works_for`, `positive`), sorted."""
+    return " ".join(sorted(_vocab(answer) - _vocab(prompt)))
+
+
 @dataclass(frozen=True)
 class SeedProfile:
     """The expert's answers on its seed prompts: what an on-task synthesized row's answer should resemble."""
@@ -95,6 +104,7 @@ class SeedProfile:
     # answer `none` say nothing of what a positive answer looks like.
     judges_shape: bool = True
     only_answer: str = ""  # the one answer every seed got, when they all got the same (else "")
+    kind_excess: tuple[tuple[str, float], ...] = ()  # (answer kind, median gain of the seed answers of that kind)
 
     @classmethod
     def from_answers(cls, seeds: Sequence[Generation], ratio: float,
@@ -108,9 +118,14 @@ class SeedProfile:
         lengths = [_words(g.text) for g in answers]
         labels = frozenset().union(*(_vocab(g.text) - _vocab(p) for g, p in pairs)) if prompts else frozenset()
         distinct = {g.text.strip() for g in answers}
+        by_kind: dict[str, list[float]] = {}
+        for g, p in pairs if prompts else ():
+            if mean_excess(g) is not None:
+                by_kind.setdefault(answer_kind(g.text, p), []).append(mean_excess(g))
         return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
                    statistics.median(gains) if gains else None, ratio, labels, len(distinct) >= 2,
-                   next(iter(distinct)) if len(distinct) == 1 and len(answers) >= 2 else "")
+                   next(iter(distinct)) if len(distinct) == 1 and len(answers) >= 2 else "",
+                   tuple((k, statistics.median(v)) for k, v in sorted(by_kind.items())))
 
     def drop_reason(self, g: Generation, prompt: str | None = None) -> str | None:
         text = g.text.strip()
@@ -120,15 +135,19 @@ class SeedProfile:
         if self.judges_shape and prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
             return "off_label"
         gain = mean_excess(g)
+        reference = dict(self.kind_excess).get(answer_kind(text, prompt), self.excess) if prompt is not None \
+            else self.excess
         # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
-        if self.excess is not None and self.excess > 0 and gain is not None and gain < self.ratio * self.excess:
+        if self.excess is not None and self.excess > 0 and reference is not None and reference > 0 \
+                and gain is not None and gain < self.ratio * reference:
             return "off_skill"
         return None
 
     def to_json(self) -> dict:
         return {"marks": "".join(sorted(self.marks)), "words": list(self.words), "labels": sorted(self.labels),
                 "judges_shape": self.judges_shape, "only_answer": self.only_answer,
-                "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio}
+                "seed_excess": None if self.excess is None else round(self.excess, 4), "ratio": self.ratio,
+                "seed_excess_by_kind": {k: round(v, 4) for k, v in self.kind_excess}}
 
 
-__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "mean_excess"]
+__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "answer_kind", "drop_reason", "is_degenerate", "mean_excess"]

@@ -82,3 +82,20 @@ def test_seeds_with_one_answer_are_reported_and_warned_about():
         _warn_one_answer("lives_in", alike, 4, ["none", "lives_in: Bo, Lima", "none"])
     assert SeedProfile.from_answers(SEEDS, ratio=0.5).only_answer == ""
     assert SeedProfile.from_answers([_gen("none", 3.0)], ratio=0.5).only_answer == ""  # one seed proves nothing
+
+
+def test_the_skill_gain_is_judged_against_seed_answers_of_the_same_kind():
+    """A found relation copies names the base predicts too (gain ~4) where `none` gains ~9: measured against the
+    median of a mixed seed set (6.5), correct positives went; against their own kind they stay."""
+    prompts = ["Works-for relations in: Ann visited Acme.", "Works-for relations in: Bo sued Hooli.",
+               "Works-for relations in: Cy works for Acme.", "Works-for relations in: Di joined Hooli."]
+    seeds = [_gen("none", 9.0), _gen("none", 8.6), _gen("works_for: Cy, Acme", 4.0), _gen("works_for: Di, Hooli", 3.8)]
+    profile = SeedProfile.from_answers(seeds, ratio=0.5, prompts=prompts)
+    assert dict(profile.kind_excess) == pytest.approx({"none": 8.8, "works_for": 3.9})
+    positive = "Martha loves her job at Vandelay."
+    assert profile.drop_reason(_gen("works_for: Martha, Vandelay", 3.0), positive) is None  # >= 0.5 x 3.9
+    assert profile.drop_reason(_gen("works_for: Martha, Vandelay", 1.5), positive) == "off_skill"
+    assert profile.drop_reason(_gen("none", 3.0), "Martha went home.") == "off_skill"  # < 0.5 x 8.8
+    # a kind no seed answer has: the median of all seeds (6.3), as before
+    assert profile.drop_reason(_gen("works_for: Martha, none", 3.0), positive) == "off_skill"
+    assert profile.drop_reason(_gen("works_for: Martha, none", 3.2), positive) is None
