@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
 from .grid import GRIDS, with_steps
-from .run import setup
+from .run import add_setup_args, setup
 from .tuning import cached_run
 
 
@@ -31,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=None,
                    help="unlabeled prompts per source task in few_labels / noisy (default: the grid's, 48)")
     p.add_argument("--dev", action="store_true", help="score the dev split too (what an lr sweep reads)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
+    add_setup_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = GRIDS[args.grid] if args.steps is None else with_steps(GRIDS[args.grid], args.steps)

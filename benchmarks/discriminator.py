@@ -23,7 +23,7 @@ from hf_heterofusion.teacher.run import DISCRIMINATOR_FILTER, judge_source, prom
 
 from .grid import GRIDS
 from .regimes import seed_rows
-from .run import setup
+from .run import add_setup_args, setup
 from .teacher_rows import row_stats
 
 
@@ -33,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=16)
     p.add_argument("--synthesize", type=int, default=48)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
+    add_setup_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = GRIDS["reduced"].with_(n_labels=args.seeds)

@@ -151,6 +151,13 @@ def unavailable(bench: Bench, method: str) -> str | None:
 # ------------------------------------------------------------------------------------------------------ setup
 
 
+def add_setup_args(parser) -> None:
+    """`--threads`, `--out`, `--cache`: what the one-off benchmark tools pass to `setup`."""
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
+
+
 def setup(grid: Grid, out: Path, cache: Path) -> Bench:
     """Models, splits, regime files and every expert (trained once, then cached)."""
     bench = Bench(grid, out, cache)

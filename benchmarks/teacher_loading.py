@@ -25,16 +25,14 @@ from hf_heterofusion.teacher import labeller
 from hf_heterofusion.teacher.run import run_teachers
 
 from .grid import GRIDS
-from .run import setup
+from .run import add_setup_args, setup
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=8, help="given prompts per source task")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("bench_results"))
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "hf_heterofusion" / "bench")
+    add_setup_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     grid = GRIDS["reduced"]

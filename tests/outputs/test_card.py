@@ -331,3 +331,18 @@ def test_card_states_the_task_balance_only_when_it_was_on(tmp_path: Path) -> Non
                                             "rows": 96}
     text = render_card(write_output(tmp_path / "balanced", report))
     assert "`replay_balance: task`: each of 2 tasks drawn to 48 rows per epoch, 96 in all)" in text
+
+
+def test_card_counts_the_discriminator_only_when_it_ran(tmp_path: Path) -> None:
+    report = example_report()
+    dropped = {"empty": 0, "truncated": 0, "degenerate": 0, "low_logprob": 0, "off_shape": 1, "off_label": 0,
+               "off_skill": 2}
+    source = {"source": "qwen", "index": 0, "base": "Qwen/Qwen2-0.5B", "given": 16, "replay_tagged": 0,
+              "synthesized": 8, "synthesis": {"writer": "source"}, "labelled": 24, "kept": 19, "dropped": dropped,
+              "samples": [], "dropped_samples": []}
+    report["teacher"] = {"mode": "sources", "rows": 19, "sources": [source], "settings": {}}
+    assert "discriminator" not in render_card(write_output(tmp_path / "off", report))
+    source["dropped"] = {**dropped, "unlike_seeds": 2}
+    source["kept"] = 17
+    text = render_card(write_output(tmp_path / "on", report))
+    assert "| 1 / 0 / 2; unlike the seeds (discriminator): 2 |" in text
