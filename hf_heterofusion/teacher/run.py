@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,14 @@ from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import SeedsOneAnswerWarning, TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
 from hf_heterofusion.teacher.discriminator import keep_mask
-from hf_heterofusion.teacher.filters import FILTERS, ON_TASK_FILTERS, SeedProfile, drop_reason, mean_excess
+from hf_heterofusion.teacher.filters import (
+    FILTERS,
+    ON_TASK_FILTERS,
+    SeedProfile,
+    answer_kind,
+    drop_reason,
+    mean_excess,
+)
 from hf_heterofusion.teacher.labeller import Labeller, release_resident
 from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
 
@@ -154,6 +162,10 @@ def _run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerato
             "synthesized": sum(p.origin == "synthesized" for p in judged.prompts), "synthesis": judged.synthesis,
             "labelled": labelled, "kept": len(kept), "dropped": dropped,
             "cached": judged.cached, "teacher_loaded": labeller.loaded, "seconds": round(seconds, 2),
+            # What the synthesized rows teach, by answer kind (`none`, `works_for`, ...): a writer that imitates
+            # `none` seeds shows up here before any fit.
+            "synthesized_kinds": dict(Counter(answer_kind(r.response, prompt_text(r.prompt)) or "(prompt words only)"
+                                              for r in kept if r.origin == "synthesized").most_common(6)),
             "samples": [r.to_json() for r in kept[:3]],
             "dropped_samples": [_dropped_sample(reason, p, g) for reason, p, g in _spread(dropped_rows)],
             "seed_profile": None if judged.profile is None else judged.profile.to_json(),

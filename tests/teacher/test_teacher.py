@@ -321,6 +321,7 @@ def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, 
     off = stats["dropped"]["off_shape"] + stats["dropped"]["off_label"] + stats["dropped"]["off_skill"]
     assert stats["synthesized"] >= 1 and off >= 1
     assert sum(r.origin == "synthesized" for r in result.rows) == stats["synthesized"] - off
+    assert sum(stats["synthesized_kinds"].values()) == stats["synthesized"] - off  # at most 6 kinds: noise has more
     assert {r.origin for r in result.rows} >= {"given"}  # given prompts are not judged by the on-task filters
     assert stats["seed_profile"] is not None
     assert any(s["reason"] in ("off_shape", "off_label", "off_skill") and s["origin"] == "synthesized"
