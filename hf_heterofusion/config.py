@@ -205,11 +205,12 @@ class FusionConfig(BaseModel):
         default=0.0, ge=0.0, le=100.0, description="Self-distillation that protects the anchor's own task: on "
         "labelled rows of no source's task, add this x a KL to the target-with-anchor's own top-`teacher_topk` "
         "distribution (same tokenizer: exact); 0 = off.")
-    replay_balance: Literal["none", "task"] = Field(
+    replay_balance: Literal["none", "task", "task_answer"] = Field(
         default="none", description="`task`: every task (a row's `task`/`source` tag; a teacher's rows count as "
         "its source's task) is an equal share of each epoch, smaller ones repeated, so many teacher rows do not "
-        "drown a few labelled ones; `none`: every row once per epoch (the reference). With `teacher: sources` the "
-        "default is `task`.")
+        "drown a few labelled ones; `task_answer`: the same, and within each task every answer kind (`none`, "
+        "`works_for`, a label) drawn alike; `none`: every row once per epoch (the reference). With `teacher: "
+        "sources` the default is `task`.")
     trainer: Literal["transfer_nets", "lora"] = Field(
         default="transfer_nets", description="What learns from the (replay + teacher) rows: the paper's transfer "
         "nets, or `lora`: the anchor adapter itself, trained directly (data-only SFT). With `teacher: sources` the "

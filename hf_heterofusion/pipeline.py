@@ -92,8 +92,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
             warnings.warn("`max_steps: auto` / `step_selection` found no task with 4 or more rows to hold out a slice from; training "
                           "the full `epochs` budget", HeteroFusionWarning, stacklevel=2)
     rows, balance = examples, None
-    if cfg.replay_balance == "task" and examples:
-        rows, balance = balance_tasks(examples, cfg.seed)
+    if cfg.replay_balance != "none" and examples:
+        rows, balance = balance_tasks(examples, cfg.seed, by_answer=cfg.replay_balance == "task_answer")
     # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
     model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(rows, cfg, tokenizer) if rows else ([], 0)

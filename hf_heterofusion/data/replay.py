@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,7 +302,24 @@ def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def balance_tasks(examples: Sequence[ReplayExample], seed: int) -> tuple[tuple[ReplayExample, ...], dict]:
+def answer_kind(answer: str, prompt: str) -> str:
+    """The words of an answer that its prompt does not contain (`none`, `works_for`, `positive`), sorted: what
+    kind of answer it is, whatever entities it copies from its prompt."""
+    return " ".join(sorted(_words(answer) - _words(prompt)))
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def _draw(rows: list[ReplayExample], size: int, key: str) -> list[ReplayExample]:
+    """`rows` repeated whole up to `size`, topped up with a seeded random subset."""
+    repeats, rest = divmod(size, len(rows))
+    return rows * repeats + random.Random(key).sample(rows, rest)
+
+
+def balance_tasks(examples: Sequence[ReplayExample], seed: int, *,
+                  by_answer: bool = False) -> tuple[tuple[ReplayExample, ...], dict]:
     """`replay_balance: task`: the training rows with every task group drawn up to the size of the largest one.
 
     A group is the rows of one `task` (a replay row's `task`/`source` tag; a teacher's rows carry its source's
@@ -310,18 +328,34 @@ def balance_tasks(examples: Sequence[ReplayExample], seed: int) -> tuple[tuple[R
     balance every task is an equal share. A smaller group is repeated whole, then topped up with a seeded random
     subset of its rows (the same subset every epoch; the training loop shuffles the order per epoch). Returns the
     rows (groups in first-seen order) and a summary for the report: rows per group before and after.
+
+    `by_answer` (`replay_balance: task_answer`) first draws, within each task, every answer kind (`answer_kind`:
+    `none`, `works_for`, ...) up to the task's most frequent kind: synthesized rows that mostly answer `none` then
+    teach the found relation as often as its absence.
     """
     groups: dict[str | None, list[ReplayExample]] = {}
     for example in examples:
         groups.setdefault(example.task, []).append(example)
+    kinds: dict[str, dict[str, int]] = {}
+    if by_answer:
+        for task, rows in groups.items():
+            by_kind: dict[str, list[ReplayExample]] = {}
+            for r in rows:
+                by_kind.setdefault(answer_kind(r.response, _prompt_text(r.prompt)), []).append(r)
+            top = max(len(k) for k in by_kind.values())
+            groups[task] = [r for kind, k in by_kind.items() for r in _draw(k, top, f"kinds/{seed}/{task}/{kind}")]
+            kinds[str(task)] = {kind: len(k) for kind, k in by_kind.items()}
     size = max((len(rows) for rows in groups.values()), default=0)
     out: list[ReplayExample] = []
     for task, rows in groups.items():
-        repeats, rest = divmod(size, len(rows))
-        out += rows * repeats + random.Random(f"balance/{seed}/{task}").sample(rows, rest)
-    summary = {"mode": "task", "groups": {str(t): len(r) for t, r in groups.items()}, "rows_per_group": size,
-               "rows": len(out)}
+        out += _draw(rows, size, f"balance/{seed}/{task}")
+    summary = {"mode": "task_answer" if by_answer else "task", "groups": {str(t): len(r) for t, r in groups.items()},
+               "rows_per_group": size, "rows": len(out), **({"answer_kinds": kinds} if by_answer else {})}
     return tuple(out), summary
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
 def _json_type(value: Any) -> str:
@@ -330,7 +364,8 @@ def _json_type(value: Any) -> str:
 
 
 __all__ = [
-    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "balance_tasks", "examples_from_rows",
+    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "answer_kind", "balance_tasks",
+    "examples_from_rows",
     "load_replay",
     "parse_prompt_row", "parse_row", "read_prompts", "read_replay",
 ]

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.generation import Generation
+from hf_heterofusion.data.replay import answer_kind
 
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
@@ -84,11 +85,6 @@ def _words(text: str) -> int:
 
 def _vocab(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"\w+", text.lower()))
-
-
-def answer_kind(answer: str, prompt: str) -> str:
-    """The words of an answer that its prompt does not contain (`none`, `works_for`, `positive`), sorted."""
-    return " ".join(sorted(_vocab(answer) - _vocab(prompt)))
 
 
 @dataclass(frozen=True)
@@ -150,4 +146,4 @@ class SeedProfile:
                 "seed_excess_by_kind": {k: round(v, 4) for k, v in self.kind_excess}}
 
 
-__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "answer_kind", "drop_reason", "is_degenerate", "mean_excess"]
+__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "mean_excess"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.generation import Generation
-from hf_heterofusion.data.replay import Prompt, ReplayExample
+from hf_heterofusion.data.replay import Prompt, ReplayExample, answer_kind
 from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import SeedsOneAnswerWarning, TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
@@ -28,7 +28,6 @@ from hf_heterofusion.teacher.filters import (
     FILTERS,
     ON_TASK_FILTERS,
     SeedProfile,
-    answer_kind,
     drop_reason,
     mean_excess,
 )

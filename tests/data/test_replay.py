@@ -139,3 +139,21 @@ def test_balance_tasks_gives_every_task_the_largest_groups_share():
 def test_balance_tasks_leaves_a_balanced_set_as_it_is():
     examples = _rows("a", 3) + _rows("b", 3)
     assert balance_tasks(examples, seed=0)[0] == tuple(examples)
+
+
+def test_task_answer_balance_draws_each_answer_kind_of_a_task_alike():
+    """A teacher's works-for rows that answer `none` 27 times and find a relation 9 times: `task_answer` teaches the
+    relation as often as its absence, and every task still gets one equal share."""
+    rel = [ReplayExample(f"Works-for relations in: P{i} visited Acme.", "none", task="rel") for i in range(27)]
+    rel += [ReplayExample(f"Works-for relations in: P{i} works for Acme.", f"works_for: P{i}, Acme", task="rel")
+            for i in range(9)]
+    anchor = [ReplayExample(f"Persons in: P{i} ran.", f"person: P{i}", task="anchor") for i in range(16)]
+    rows, summary = balance_tasks(rel + anchor, seed=0, by_answer=True)
+    found = [r for r in rows if r.task == "rel" and r.response != "none"]
+    assert len(found) == sum(r.task == "rel" and r.response == "none" for r in rows) == 27
+    assert len({r.prompt for r in found}) == 9  # each found row three times
+    assert sum(r.task == "anchor" for r in rows) == 54 == summary["rows_per_group"]
+    assert summary["mode"] == "task_answer" and summary["answer_kinds"]["rel"] == {"none": 27, "works_for": 9}
+    assert summary["answer_kinds"]["anchor"] == {"person": 16}  # names copied from the prompt are not the kind
+    plain, _ = balance_tasks(rel + anchor, seed=0)
+    assert sum(r.task == "rel" and r.response != "none" for r in plain) == 9  # `task` alone keeps the 3:1 mix
