@@ -83,6 +83,8 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
         features["distill"] = f.distill
         if DISTILL[method].get("step_selection"):
             features["budget_rules"] = BUDGET_RULES
+        if DISTILL[method].get("replay_balance") == "task_answer":
+            features["kind_rules"] = 2  # 2: only the answer kinds a labelled row shows are drawn up
     if method in TEACHER_METHODS and regime.synthesize:
         # which on-task filters judge synthesized rows: runs from before a filter existed are not reused
         features["on_task_filters"] = [*ON_TASK_FILTERS, ON_TASK_RULES]

@@ -84,8 +84,9 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
                               "on; see the teacher counts above (loosen `teacher_min_logprob`, raise "
                               "`teacher_max_new_tokens`) or add labelled replay rows")
     budget_rows: tuple[ReplayExample, ...] = ()
+    n_labelled = len(examples) - (len(taught.rows) if taught else 0)  # teacher rows come last
+    labelled = frozenset(map(id, examples[:n_labelled]))  # by identity: a chat row's prompt does not hash
     if cfg.selects_step and examples:  # held out before balancing: a repeated row never leaks
-        n_labelled = len(examples) - (len(taught.rows) if taught else 0)  # teacher rows come last
         examples, budget_rows = split_for_budget(examples, cfg.seed,
                                                  spare=frozenset(range(n_labelled, len(examples))))
         if not budget_rows:
@@ -93,7 +94,8 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
                           "the full `epochs` budget", HeteroFusionWarning, stacklevel=2)
     rows, balance = examples, None
     if cfg.replay_balance != "none" and examples:
-        rows, balance = balance_tasks(examples, cfg.seed, by_answer=cfg.replay_balance == "task_answer")
+        rows, balance = balance_tasks(examples, cfg.seed, by_answer=cfg.replay_balance == "task_answer",
+                                      labelled=labelled)
     # Nothing to train (`max_steps: 0`, an export-only run): the target model is not needed at all.
     model, tokenizer = _load_target(prepared, cfg) if examples else (None, None)
     encoded, truncated = _encode_replay(rows, cfg, tokenizer) if rows else ([], 0)

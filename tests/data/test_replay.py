@@ -148,12 +148,18 @@ def test_task_answer_balance_draws_each_answer_kind_of_a_task_alike():
     rel += [ReplayExample(f"Works-for relations in: P{i} works for Acme.", f"works_for: P{i}, Acme", task="rel")
             for i in range(9)]
     anchor = [ReplayExample(f"Persons in: P{i} ran.", f"person: P{i}", task="anchor") for i in range(16)]
-    rows, summary = balance_tasks(rel + anchor, seed=0, by_answer=True)
-    found = [r for r in rows if r.task == "rel" and r.response != "none"]
+    odd = ReplayExample("Works-for relations in: Q ran.", "works_for: Q, none", task="rel")  # a teacher's odd answer
+    labelled = frozenset(map(id, [rel[0], rel[-1], anchor[0]]))  # the seeds: one `none`, one found
+    rows, summary = balance_tasks(rel + [odd] + anchor, seed=0, by_answer=True, labelled=labelled)
+    found = [r for r in rows if r.task == "rel" and r.response.startswith("works_for: P")]
     assert len(found) == sum(r.task == "rel" and r.response == "none" for r in rows) == 27
     assert len({r.prompt for r in found}) == 9  # each found row three times
-    assert sum(r.task == "anchor" for r in rows) == 54 == summary["rows_per_group"]
-    assert summary["mode"] == "task_answer" and summary["answer_kinds"]["rel"] == {"none": 27, "works_for": 9}
+    assert rows.count(odd) == 1  # a kind no labelled row shows is not drawn up
+    assert sum(r.task == "anchor" for r in rows) == 55 == summary["rows_per_group"]
+    assert summary["mode"] == "task_answer"
+    assert summary["answer_kinds"]["rel"] == {"none": 27, "works_for": 9, "none works_for": 1}
     assert summary["answer_kinds"]["anchor"] == {"person": 16}  # names copied from the prompt are not the kind
     plain, _ = balance_tasks(rel + anchor, seed=0)
     assert sum(r.task == "rel" and r.response != "none" for r in plain) == 9  # `task` alone keeps the 3:1 mix
+    unlabelled, _ = balance_tasks(rel + anchor, seed=0, by_answer=True)
+    assert sum(r.task == "rel" and r.response != "none" for r in unlabelled) == 9  # no labelled row: no kind draw
