@@ -18,8 +18,9 @@ import torch
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.examples import synthetic
+from hf_heterofusion.data.replay import prompt_text
 from hf_heterofusion.prepare import prepare
-from hf_heterofusion.teacher.run import DISCRIMINATOR_FILTER, judge_source, prompt_text
+from hf_heterofusion.teacher.run import DISCRIMINATOR_FILTER, judge_source
 
 from .grid import GRIDS
 from .regimes import seed_rows

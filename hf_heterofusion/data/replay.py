@@ -360,10 +360,11 @@ def balance_tasks(examples: Sequence[ReplayExample], seed: int, *, by_answer: bo
 
 
 def _kind(example: ReplayExample) -> str:
-    return answer_kind(example.response, _prompt_text(example.prompt))
+    return answer_kind(example.response, prompt_text(example.prompt))
 
 
-def _prompt_text(prompt: Prompt) -> str:
+def prompt_text(prompt: Prompt) -> str:
+    """A prompt as one text: a chat's message contents joined by line breaks."""
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
@@ -373,8 +374,18 @@ def _json_type(value: Any) -> str:
 
 
 __all__ = [
-    "IGNORE_INDEX", "Prompt", "ReplayData", "ReplayExample", "TaggedPrompt", "answer_kind", "balance_tasks",
+    "IGNORE_INDEX",
+    "Prompt",
+    "ReplayData",
+    "ReplayExample",
+    "TaggedPrompt",
+    "answer_kind",
+    "balance_tasks",
     "examples_from_rows",
     "load_replay",
-    "parse_prompt_row", "parse_row", "read_prompts", "read_replay",
+    "parse_prompt_row",
+    "parse_row",
+    "prompt_text",
+    "read_prompts",
+    "read_replay",
 ]

@@ -116,8 +116,8 @@ class SeedProfile:
         distinct = {g.text.strip() for g in answers}
         by_kind: dict[str, list[float]] = {}
         for g, p in pairs if prompts else ():
-            if mean_excess(g) is not None:
-                by_kind.setdefault(answer_kind(g.text, p), []).append(mean_excess(g))
+            if (gain := mean_excess(g)) is not None:
+                by_kind.setdefault(answer_kind(g.text, p), []).append(gain)
         return cls(frozenset().union(*(_marks(g.text.strip()) for g in answers)), (min(lengths), max(lengths)),
                    statistics.median(gains) if gains else None, ratio, labels, len(distinct) >= 2,
                    next(iter(distinct)) if len(distinct) == 1 and len(answers) >= 2 else "",

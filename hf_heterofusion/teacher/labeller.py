@@ -256,7 +256,7 @@ class Labeller:
     def close(self) -> None:
         """Drop the adapter; the base (and tokenizer) stay resident for a next source on the same base."""
         if self._model is not None:
-            _RESIDENT.keep(self._base_key, self._model.unload(), self.tokenizer)
+            _RESIDENT.keep(self._base_key, self._model.unload(), self._tokenizer)  # no tokenizer loaded just for this
         self._model = self._tokenizer = None
         free_memory()
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.generation import Generation
-from hf_heterofusion.data.replay import Prompt, ReplayExample, answer_kind
+from hf_heterofusion.data.replay import Prompt, ReplayExample, answer_kind, prompt_text
 from hf_heterofusion.data.soft_targets import TokenSignal, build_signal
 from hf_heterofusion.errors import SeedsOneAnswerWarning, TeacherKeptLittleWarning
 from hf_heterofusion.teacher.cache import generation_settings
@@ -193,10 +193,6 @@ def _spread(rows: list, n: int = 3) -> list:
     """Up to `n` dropped rows, one per reason first (a card shows why rows went, not n times the same reason)."""
     firsts = list({reason: (reason, p, g) for reason, p, g in reversed(rows)}.values())[::-1]
     return (firsts + [r for r in rows if r not in firsts])[:n]
-
-
-def prompt_text(prompt: Prompt) -> str:
-    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
 def _dropped_sample(reason: str, prompt, g: Generation) -> dict:
