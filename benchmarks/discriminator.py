@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from hf_heterofusion.config import FusionConfig
-from hf_heterofusion.examples import synthetic
 from hf_heterofusion.data.replay import prompt_text
+from hf_heterofusion.examples import synthetic
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher.run import DISCRIMINATOR_FILTER, judge_source
 
