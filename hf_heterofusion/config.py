@@ -179,6 +179,12 @@ class FusionConfig(BaseModel):
         default=1.0, gt=0.0, le=2.0, description="Sampling temperature of the prompt writer (`synthesize`).")
     synthesis_top_p: float = Field(
         default=0.95, gt=0.0, le=1.0, description="Nucleus (top-p) mass of the prompt writer (`synthesize`).")
+    synthesis_steer: Literal["none", "answer"] = Field(
+        default="none", description="`answer`: write each answer kind of the seeds in turn (`none`, a relation "
+        "found, each label): a query shows the writer only seeds of one kind (kinds from the seed rows' own "
+        "answers, else from the expert's answers on them) and each kind fills an equal share of `synthesize`, so a "
+        "writer that drifts to the commonest case (a sentence stating no relation) writes the rarer ones as often; "
+        "`none`: every query shows any seeds.")
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")

@@ -45,6 +45,9 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
             p = judged.profile.to_json()
             lines.append(f"  on-task reference (the expert on its {len(plan.seeds)} seeds): punctuation "
                          f"{p['marks']!r}, {p['words'][0]}-{p['words'][1]} words, gain over base {p['seed_excess']}")
+        if "steered" in judged.synthesis:  # `synthesis_steer: answer`: which seed kind each written prompt imitates
+            lines.append("  written from seeds of each answer kind: " + ", ".join(
+                f"{kind} {n}" for kind, n in judged.synthesis["steered"].items()))
         for prompt, gen, reason in zip(judged.prompts, judged.generations, judged.reasons):
             text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
             gain = mean_excess(gen)

@@ -110,6 +110,7 @@ class TaggedPrompt:
     source: str | int
     prompt: Prompt
     where: str
+    answer: str | None = None  # a labelled row's answer (a seed), for `synthesis_steer: answer`
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def read_replay(path: str | Path) -> ReplayData:
         example = parse_row(row, where=where, line=number)
         examples.append(example)
         if source is not None:
-            seeds.append(TaggedPrompt(source, example.prompt, where))
+            seeds.append(TaggedPrompt(source, example.prompt, where, example.response))
     return ReplayData(tuple(examples), tuple(tagged), tuple(seeds + tagged))
 
 

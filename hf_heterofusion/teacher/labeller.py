@@ -25,14 +25,14 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_prompt_ids, pad_token_id
 from hf_heterofusion.data.generation import Generation, generate_batch, greedy_batch, length_batches, score_answers
 from hf_heterofusion.data.models import attach_adapter, load_causal_lm, load_tokenizer
-from hf_heterofusion.data.replay import Prompt
+from hf_heterofusion.data.replay import Prompt, answer_kind
 from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.files import write_atomic
 from hf_heterofusion.teacher.cache import cache_root, content_key, digest_dir, generation_settings
 from hf_heterofusion.teacher.discriminator import prompt_features
 from hf_heterofusion.teacher.filters import is_degenerate
 from hf_heterofusion.teacher.plan import TeacherPlan, TeacherPrompt
-from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate
+from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate, Steering
 
 
 logger = logging.getLogger(__name__)
@@ -139,13 +139,17 @@ class Labeller:
         prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
         model (the target base by default when it is an instruct model), asked through its chat template for one
         more item. The new part goes back into the seeds' shared template. Rejected candidates are counted per
-        reason.
+        reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`).
         """
         plan, cfg = self.plan, self.cfg
         texts = [_as_text(s) for s in plan.seeds]
         writer_digest = None if plan.writer_dir is None else (plan.writer_revision or digest_dir(plan.writer_dir))
+        steering = Steering.from_kinds(self._seed_kinds(texts), plan.synthesize) \
+            if cfg.synthesis_steer == "answer" else None
         key = content_key([SYNTHESIS_VERSION, self.base_digest, writer_digest, texts, plan.synthesize, cfg.seed,
-                           cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p])
+                           cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p,
+                           # steered prompts are cached apart; the unsteered key is the one it always was
+                           *([["answer", steering.kinds, steering.members]] if steering else [])])
         path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -158,6 +162,8 @@ class Labeller:
         chat = plan.writer_dir is not None and bool(getattr(tokenizer, "chat_template", None))
         budget = 2 * max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in template.parts) + 8
         accepted: list[str] = []
+        filled = [0] * (len(steering.kinds) if steering else 0)
+        spare: list[str] = []  # steered: accepted parts of a kind already full, to top up a kind the writer misses
         stats = {"writer": plan.writer, "queries": 0, "empty": 0, "truncated": 0, "degenerate": 0}
         size = cfg.teacher_batch_size
         # The query budget is counted in batches and does not depend on the number of processes, so N processes
@@ -169,7 +175,9 @@ class Labeller:
             rows = []
             for row in range(size if mine < limit else 0):
                 rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
-                shots = rng.sample(list(template.parts), min(SHOTS, len(template.parts)))
+                pool = list(template.parts) if steering is None else \
+                    [template.parts[i] for i in steering.members[steering.kind_of(mine * size + row)]]
+                shots = rng.sample(pool, min(SHOTS, len(pool)))
                 query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
                     else template.list_context(shots)
                 rows.append(encode_prompt_ids(query, tokenizer))
@@ -182,8 +190,8 @@ class Labeller:
                 from accelerate.utils import gather_object
 
                 results = gather_object(results)
-            for _, batch_gens in sorted(results, key=lambda r: r[0]):
-                for g in map(_from_json, batch_gens):
+            for done, batch_gens in sorted(results, key=lambda r: r[0]):
+                for row, g in enumerate(map(_from_json, batch_gens)):
                     stats["queries"] += 1
                     ended = g.finished or "\n" in g.text.strip()  # a list item ends at its line break
                     part = template.read_item(g.text, chat=chat)
@@ -194,8 +202,18 @@ class Labeller:
                     elif is_degenerate(g.token_ids, cfg.teacher_repeat_ngram):
                         stats["degenerate"] += 1
                     elif len(accepted) < plan.synthesize and parts_filter.accept(part):
+                        kind = steering.kind_of(done * size + row) if steering else None
+                        if kind is not None and filled[kind] >= steering.quotas[kind]:
+                            spare.append(template.prompt(part))
+                            continue
                         accepted.append(template.prompt(part))
+                        if kind is not None:
+                            filled[kind] += 1
             batch += self.world
+        if steering:
+            stats["steered"] = dict(zip(steering.kinds, filled))
+            stats["topped_up"] = min(len(spare), plan.synthesize - len(accepted))
+            accepted += spare[:stats["topped_up"]]
         if plan.writer_dir is not None:
             del model
             free_memory()
@@ -207,6 +225,15 @@ class Labeller:
                            plan.synthesize, stats)
         return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in enumerate(accepted)], \
             stats
+
+    def _seed_kinds(self, texts: list[str]) -> list[str]:
+        """Each seed's answer kind (`answer_kind`): from its row's answer where given, else from the expert's."""
+        answers = list(self.plan.seed_answers) or [None] * len(texts)
+        missing = [i for i, a in enumerate(answers) if a is None]
+        if missing:
+            for i, g in zip(missing, self.label([self.plan.seeds[i] for i in missing])):
+                answers[i] = g.text.strip()
+        return [answer_kind(a, t) for a, t in zip(answers, texts)]
 
     def _writer(self):
         """(model, tokenizer, context that turns the teacher's adapter off) of the prompt writer."""

@@ -68,6 +68,7 @@ class TeacherPlan:
     writer: str = "source"  # who writes the synthesized prompts: `source`, `target` or the model reference given
     writer_dir: Path | None = None  # None: the source base itself (its adapter off)
     writer_revision: str | None = None
+    seed_answers: tuple[str | None, ...] = ()  # per seed: its row's answer, None where it came unlabelled
 
     def describe(self) -> str:
         given = sum(p.origin == "given" for p in self.prompts)
@@ -86,9 +87,9 @@ def plan_teaching(cfg: FusionConfig, replay: ReplayData | None, *, lock: str | P
     """Which sources teach and with what; every input problem is a one-line error here, before any compute."""
     names = source_names(cfg)
     tagged: dict[int, list[TeacherPrompt]] = {i: [] for i in range(len(cfg.sources))}
-    seeds: dict[int, list[Prompt]] = {i: [] for i in range(len(cfg.sources))}
+    seeds: dict[int, list[tuple[Prompt, str | None]]] = {i: [] for i in range(len(cfg.sources))}
     for item in (replay.seeds if replay else ()):
-        seeds[_source_index(item.source, names, item.where)].append(item.prompt)
+        seeds[_source_index(item.source, names, item.where)].append((item.prompt, item.answer))
     for item in (replay.tagged if replay else ()):
         tagged[_source_index(item.source, names, item.where)].append(TeacherPrompt(item.prompt, "replay", item.where))
     wants = [i for i, s in enumerate(cfg.sources) if s.prompts or s.synthesize or tagged[i]]
@@ -114,7 +115,7 @@ def plan_teaching(cfg: FusionConfig, replay: ReplayData | None, *, lock: str | P
         _check_base(name, base_dir, adapter_dir)
         given = [TeacherPrompt(p, "given", where) for p, where in read_prompts(spec.prompts)] if spec.prompts else []
         prompts = given + tagged[i]
-        own_seeds = [p.prompt for p in given] + seeds[i]
+        own_seeds = [(p.prompt, None) for p in given] + seeds[i]
         if spec.synthesize and not own_seeds:
             raise ConfigError(f"source `{name}` has `synthesize: {spec.synthesize}` but no seed prompts; give it "
                               f"`prompts: FILE` or tag a few replay rows with `\"source\": \"{name}\"`")
@@ -125,8 +126,9 @@ def plan_teaching(cfg: FusionConfig, replay: ReplayData | None, *, lock: str | P
         writer, writer_dir, writer_rev = _writer(cfg, spec.synthesizer, name, lock) if spec.synthesize \
             else ("source", None, None)
         plans.append(TeacherPlan(i, name, spec.base_model, Path(base_dir), base_rev, Path(adapter_dir), adapter_rev,
-                                 tuple(prompts), tuple(own_seeds), spec.synthesize, spec.prompt_format,
-                                 writer, writer_dir, writer_rev))
+                                 tuple(prompts), tuple(p for p, _ in own_seeds), spec.synthesize,
+                                 spec.prompt_format, writer, writer_dir, writer_rev,
+                                 tuple(a for _, a in own_seeds)))
     return tuple(plans)
 
 

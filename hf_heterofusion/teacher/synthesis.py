@@ -86,6 +86,34 @@ class SeedTemplate:
         return text or None
 
 
+@dataclass(frozen=True)
+class Steering:
+    """`synthesis_steer: answer`: query `j` shows the writer only seeds of answer kind `j mod K`, and each kind may
+    fill `quotas[k]` of the prompts asked for (an equal share; the remainder goes to the first kinds).
+
+    Why: shown every seed, a writer's new texts mostly state nothing the task looks for (a works-for relation: 57-74 %
+    of the expert's answers on them were `none`, measured), and the target learns to answer `none`. A list of seeds
+    that all state the relation is continued with texts that state it too, in the writer's own words.
+    """
+
+    kinds: tuple[str, ...]  # distinct answer kinds, in the seeds' order
+    members: tuple[tuple[int, ...], ...]  # per kind: the indices of its seeds
+    quotas: tuple[int, ...]
+
+    @classmethod
+    def from_kinds(cls, seed_kinds: list[str], total: int) -> Steering | None:
+        """None when the seeds show one kind only (nothing to steer between)."""
+        kinds = tuple(dict.fromkeys(seed_kinds))
+        if len(kinds) < 2:
+            return None
+        members = tuple(tuple(i for i, k in enumerate(seed_kinds) if k == kind) for kind in kinds)
+        share, extra = divmod(total, len(kinds))
+        return cls(kinds, members, tuple(share + (k < extra) for k in range(len(kinds))))
+
+    def kind_of(self, query: int) -> int:
+        return query % len(self.kinds)
+
+
 class PartFilter:
     """Accepts new parts in the seeds' length range that are not near-duplicates; counts what it drops."""
 
@@ -119,4 +147,4 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-__all__ = ["NEAR_DUPLICATE", "PartFilter", "SeedTemplate"]
+__all__ = ["NEAR_DUPLICATE", "PartFilter", "SeedTemplate", "Steering"]

@@ -333,7 +333,7 @@ def test_card_states_the_task_balance_only_when_it_was_on(tmp_path: Path) -> Non
     assert "`replay_balance: task`: each of 2 tasks drawn to 48 rows per epoch, 96 in all)" in text
 
 
-def test_card_counts_the_discriminator_only_when_it_ran_and_the_kinds_kept(tmp_path: Path) -> None:
+def test_card_counts_the_discriminator_and_the_steering_only_when_they_ran_and_the_kinds_kept(tmp_path: Path) -> None:
     report = example_report()
     dropped = {"empty": 0, "truncated": 0, "degenerate": 0, "low_logprob": 0, "off_shape": 1, "off_label": 0,
                "off_skill": 2}
@@ -341,11 +341,14 @@ def test_card_counts_the_discriminator_only_when_it_ran_and_the_kinds_kept(tmp_p
               "synthesized": 8, "synthesis": {"writer": "source"}, "labelled": 24, "kept": 19, "dropped": dropped,
               "samples": [], "dropped_samples": []}
     report["teacher"] = {"mode": "sources", "rows": 19, "sources": [source], "settings": {}}
-    assert "discriminator" not in render_card(write_output(tmp_path / "off", report))
+    off = render_card(write_output(tmp_path / "off", report))
+    assert "discriminator" not in off and "steered" not in off
     source["dropped"] = {**dropped, "unlike_seeds": 2}
+    source["synthesis"] = {"writer": "source", "steered": {"works_for": 4, "none": 3}, "topped_up": 1}
     source["kept"] = 17
     source["synthesized_kinds"] = {"none": 27, "works_for": 16}
     text = render_card(write_output(tmp_path / "on", report))
     assert "| 1 / 0 / 2; unlike the seeds (discriminator): 2 |" in text
     assert "Synthesized rows of `qwen` kept, by answer kind (the answer's words its prompt lacks): `none` 27, " \
            "`works_for` 16." in text
+    assert "prompts written from seeds of each kind: `works_for` 4, `none` 3; 1 more from kinds already full" in text

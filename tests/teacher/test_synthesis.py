@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The seeds' template is kept, only the varying parts are written, and bad parts are filtered and counted."""
 
-from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate
+from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate, Steering
 
 
 SEEDS = [
@@ -45,3 +45,10 @@ def test_filter_drops_lengths_outside_the_seeds_and_near_duplicates():
     assert not f.accept("Ann met Bob in rome")  # the first seed again, up to case and punctuation
     assert not f.accept("Irene called Jack!")  # a part accepted before
     assert f.dropped == {"length": 2, "duplicate": 2}
+
+
+def test_steering_groups_seeds_by_answer_kind_and_shares_the_prompts_out():
+    s = Steering.from_kinds(["works_for", "none", "works_for", "none", "none"], 7)
+    assert s.kinds == ("works_for", "none") and s.members == ((0, 2), (1, 3, 4))
+    assert s.quotas == (4, 3) and [s.kind_of(q) for q in range(4)] == [0, 1, 0, 1]
+    assert Steering.from_kinds(["none"] * 4, 8) is None  # one kind: nothing to steer between

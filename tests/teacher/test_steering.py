@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`synthesis_steer: answer` on tiny fixtures: each writer query shows seeds of one answer kind, kinds share the
+prompts, the seeds' own answers decide the kinds (else the expert's), and steered prompts are cached apart."""
+
+import json
+
+import pytest
+
+from hf_heterofusion.cli.preview import teacher_preview
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.prepare import prepare
+from hf_heterofusion.teacher import labeller as teacher_labels
+from hf_heterofusion.teacher.run import run_teachers
+from hf_heterofusion.teacher.synthesis import SeedTemplate
+
+
+FOUND = {"Ann works for Acme.": "Ann, Acme", "Globex hired Bob.": "Bob, Globex", "Cy joined Initech in Rome.": "Cy, Initech"}
+NONE = ["Dee visited Acme.", "Eve sued Globex."]
+
+
+@pytest.fixture()
+def steer_config(fixture_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HETEROFUSION_CACHE", str(tmp_path / "cache"))
+    replay = tmp_path / "replay.jsonl"
+    rows = [{"prompt": f"Works-for relations in: {t}\n", "response": f"works_for: {pair}", "source": "qwen"}
+            for t, pair in FOUND.items()]
+    rows += [{"prompt": f"Works-for relations in: {t}\n", "response": "none", "source": "qwen"} for t in NONE]
+    replay.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def build(**overrides):
+        data = dict(target_model=str(fixture_zoo.model("llama")), target_adapter=str(fixture_zoo.adapter("llama")),
+                    sources=[{"adapter": str(fixture_zoo.adapter("qwen2", r=4, seed=10)), "name": "qwen",
+                              "base_model": str(fixture_zoo.model("qwen2")), "synthesize": 5}],
+                    replay=str(replay), teacher="sources", teacher_max_new_tokens=4, teacher_batch_size=4,
+                    teacher_drop_truncated=False, teacher_on_task_filter=False, synthesis_steer="answer")
+        data.update(overrides)
+        return FusionConfig.from_mapping(data)
+
+    return build
+
+
+@pytest.fixture()
+def shown(monkeypatch):
+    """The seed parts each writer query showed, in query order."""
+    queries: list[list[str]] = []
+    real = SeedTemplate.list_context
+
+    def record(self, shots):
+        queries.append(list(shots))
+        return real(self, shots)
+
+    monkeypatch.setattr(SeedTemplate, "list_context", record)
+    return queries
+
+
+def test_each_query_shows_one_answer_kind_and_kinds_share_the_prompts(steer_config, shown, monkeypatch):
+    labelled = []
+    real_label = teacher_labels.Labeller.label
+    monkeypatch.setattr(teacher_labels.Labeller, "label",
+                        lambda self, prompts, **kw: labelled.append(len(prompts)) or real_label(self, prompts, **kw))
+    cfg = steer_config()
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    stats = result.report["sources"][0]["synthesis"]
+    assert shown and all(set(q) <= set(FOUND) or set(q) <= set(NONE) for q in shown)
+    assert [set(q) <= set(FOUND) for q in shown[:4]] == [True, False, True, False]  # kinds in turn
+    assert set(stats["steered"]) == {"works_for", "none"}
+    assert stats["steered"]["works_for"] <= 3 and stats["steered"]["none"] <= 2  # 5 shared out: 3 + 2
+    assert sum(stats["steered"].values()) + stats["topped_up"] == result.report["sources"][0]["synthesized"]
+    # every seed row has its answer: the kinds come from them, the expert's first labels are the written prompts
+    assert labelled == [result.report["sources"][0]["synthesized"]]
+
+
+def test_unsteered_queries_mix_the_kinds_and_steered_prompts_are_cached_apart(steer_config, shown):
+    plain = steer_config(synthesis_steer="none")
+    first = run_teachers(prepare(plain).teaching, plain, show_progress=False)
+    assert any(set(q) & set(FOUND) and set(q) & set(NONE) for q in shown)
+    steered = steer_config()
+    second = run_teachers(prepare(steered).teaching, steered, show_progress=False)
+    assert "steered" not in first.report["sources"][0]["synthesis"]
+    assert "steered" in second.report["sources"][0]["synthesis"]  # not the unsteered prompts read from the cache
+
+
+def test_seeds_without_answers_get_their_kinds_from_the_expert(steer_config, tmp_path, monkeypatch, shown):
+    prompts = tmp_path / "prompts.jsonl"  # a `response` in a prompts file is ignored: the expert answers them
+    prompts.write_text("".join(json.dumps({"prompt": f"Works-for relations in: {t}\n", "response": "none"}) + "\n"
+                               for t in [*FOUND, *NONE]))
+    answers = {f"Works-for relations in: {t}\n": "none" for t in NONE}
+    kinds = []
+    real = teacher_labels.answer_kind
+    monkeypatch.setattr(teacher_labels, "answer_kind", lambda a, p: kinds.append((a, p)) or real(a, p))
+    cfg = steer_config(replay=None, sources=[{**steer_config().sources[0].model_dump(), "prompts": str(prompts)}])
+    run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    assert [p for _, p in kinds] == [f"Works-for relations in: {t}\n" for t in [*FOUND, *NONE]]
+    assert [a for a, _ in kinds] != [answers.get(p, "works_for") for _, p in kinds]  # the tiny expert's, not given
+
+
+def test_the_preview_says_which_kinds_the_writer_imitated(steer_config):
+    text = teacher_preview(steer_config(), 4)
+    assert "written from seeds of each answer kind: works_for " in text and ", none " in text
+    assert "written from seeds" not in teacher_preview(steer_config(synthesis_steer="none"), 4)
