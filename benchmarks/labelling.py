@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--chat", action="store_true", help="send the prompts as one-turn chats (instruct models)")
+    p.add_argument("--continuous", action="store_true", help="also time transformers' continuous batching")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(args.adapter) if args.adapter else zero_adapter(base, Path(tmp) / "adapter")
         result = labelling_throughput(base, adapter, prompts, batch_size=args.batch_size,
-                                      max_new_tokens=args.max_new_tokens, repeats=args.repeats)
+                                      max_new_tokens=args.max_new_tokens, repeats=args.repeats,
+                                      continuous=args.continuous)
     print(json.dumps({"model": args.model, "adapter": args.adapter or "no-op (B = 0)", "task": args.task or "all",
                       "threads": torch.get_num_threads(), "chat": args.chat, **result}))
     return 0

@@ -6,7 +6,10 @@ from __future__ import annotations
 import resource
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from transformers import GenerationConfig
 
 from hf_heterofusion.data.encoding import encode_prompt_ids
 from hf_heterofusion.data.generation import generate_all, generate_batch
@@ -22,7 +25,7 @@ def folder_mb(path: Path) -> float:
 
 
 def labelling_throughput(base_dir: str | Path, adapter_dir: str | Path, prompts: list, *, batch_size: int = 8,
-                         max_new_tokens: int = 32, repeats: int = 1) -> dict[str, Any]:
+                         max_new_tokens: int = 32, repeats: int = 1, continuous: bool = False) -> dict[str, Any]:
     """Rows/s of greedy labelling with a teacher (base + adapter): one prompt at a time, static batches in input
     order (`generate_batch`, the path before length batches), and the teacher's own path (`generate_all`: batches
     of similar length, finished rows retired).
@@ -32,7 +35,8 @@ def labelling_throughput(base_dir: str | Path, adapter_dir: str | Path, prompts:
     `prompts`, `batch_size`, `max_new_tokens`, `<pass>_rows_per_s` for `unbatched`, `static` and `retiring`, and per
     batched pass its `_speedup` over `unbatched` and `_same_tokens` (the prompts whose answer equals the
     one-at-a-time answer token for token). The headline pair is the teacher's own path: `batched_rows_per_s`
-    (= `retiring_rows_per_s`) and `speedup` (= `retiring_speedup`).
+    (= `retiring_rows_per_s`) and `speedup` (= `retiring_speedup`). `continuous` adds transformers' own continuous
+    batching (`generate_batch` of transformers 5, paged KV cache; its manager is built, not warmed up, per pass).
     """
     tokenizer = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, adapter_dir).eval()
@@ -50,8 +54,18 @@ def labelling_throughput(base_dir: str | Path, adapter_dir: str | Path, prompts:
         return generate_all(model, tokenizer, ids, max_new_tokens=max_new_tokens, batch_size=batch_size,
                             show_progress=False)
 
+    def transformers_continuous():
+        config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                                  pad_token_id=tokenizer.pad_token_id)
+        # the LoRA layers live in the base model's modules: its continuous batching runs the expert
+        done = model.get_base_model().generate_batch(ids, generation_config=config, warmup=False)
+        return [SimpleNamespace(token_ids=tuple(done[f"req_{i}"].generated_tokens)) for i in range(len(ids))]
+
+    passes = [("unbatched", one_at_a_time), ("static", static), ("retiring", retiring)]
+    if continuous:
+        passes.append(("continuous", transformers_continuous))
     answers = {}
-    for label, run in (("unbatched", one_at_a_time), ("static", static), ("retiring", retiring)):
+    for label, run in passes:
         generate_batch(model, tokenizer, ids[:batch_size], max_new_tokens=max_new_tokens)  # warm-up
         best = float("inf")
         for _ in range(repeats):
@@ -59,7 +73,7 @@ def labelling_throughput(base_dir: str | Path, adapter_dir: str | Path, prompts:
             answers[label] = run()
             best = min(best, time.perf_counter() - started)
         out[f"{label}_rows_per_s"] = len(ids) / best
-    for label in ("static", "retiring"):
+    for label in [name for name, _ in passes[1:]]:
         out[f"{label}_speedup"] = out[f"{label}_rows_per_s"] / out["unbatched_rows_per_s"]
         out[f"{label}_same_tokens"] = sum(a.token_ids == b.token_ids
                                           for a, b in zip(answers[label], answers["unbatched"]))

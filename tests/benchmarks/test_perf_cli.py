@@ -74,3 +74,12 @@ def test_table_shows_ratios_export_teacher_and_memory():
     assert "teacher rows/s: prompts 32, unbatched_rows_per_s 1.5, batched_rows_per_s 6.0, speedup 4.0" in text
     perf["teacher"] = {"note": "teacher throughput: FAILED (OSError: x)"}
     assert "teacher throughput: FAILED (OSError: x)" in "\n".join(perf_lines(perf))
+
+
+@pytest.mark.slow  # transformers' continuous-batching manager takes ~1 min to start and stop on CPU
+def test_transformers_continuous_batching_gives_the_same_greedy_tokens(fixture_zoo):
+    base, adapter = fixture_zoo.model("llama"), fixture_zoo.adapter("llama", r=4, seed=0)
+    prompts = ["Names in: Alice met Bob.\n", "Hi\n", "Locations in: a long sentence with more tokens than others.\n"]
+    out = labelling_throughput(base, adapter, prompts, batch_size=2, max_new_tokens=3, continuous=True)
+    assert out["continuous_rows_per_s"] > 0
+    assert out["continuous_same_tokens"] == 3
