@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="optimiser steps of every run (default: the grid's)")
     p.add_argument("--prompts", type=int, default=None,
                    help="unlabeled prompts per source task in few_labels / noisy (default: the grid's, 48)")
+    p.add_argument("--synthesize", type=int, default=None,
+                   help="prompts a teacher synthesizes per source task in seeds_only / seeds_card (default: the grid's)")
     p.add_argument("--dev", action="store_true", help="score the dev split too (what an lr sweep reads)")
     add_setup_args(p)
     args = p.parse_args(argv)
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     grid = GRIDS[args.grid] if args.steps is None else with_steps(GRIDS[args.grid], args.steps)
     if args.prompts is not None:
         grid = grid.with_(n_prompts=args.prompts)
+    if args.synthesize is not None:
+        grid = grid.with_(n_synth=args.synthesize)
     if args.regime not in grid.regimes:  # e.g. `seeds_card`, not in the grid's default list
         grid = grid.with_(regimes=(*grid.regimes, args.regime))
     bench = setup(grid, args.out, args.cache)
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             record = cached_run(bench, regime, method, args.lr, seed, dev=args.dev)
             print(json.dumps({"regime": args.regime, "method": method, "lr": args.lr, "seed": seed,
-                              "steps": grid.steps, "prompts": grid.n_prompts,
+                              "steps": grid.steps, "prompts": grid.n_prompts, "synthesize": grid.n_synth,
                               "lr_rule": "fixed (not chosen on this regime's dev split)",
                               **{k: v for k, v in record.items() if k in ("avg", "tasks", "scores", "dev_avg")},
                               "teacher": record.get("teacher", {}).get("sources")}, default=str), flush=True)
