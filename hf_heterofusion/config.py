@@ -184,7 +184,7 @@ class FusionConfig(BaseModel):
         "found, each label): a query shows the writer only seeds of one kind (kinds from the seed rows' own "
         "answers, else from the expert's answers on them) and each kind fills an equal share of `synthesize`, so a "
         "writer that drifts to the commonest case (a sentence stating no relation) writes the rarer ones as often; "
-        "`none`: every query shows any seeds (measured better on the benchmark's 4 card seeds; README v6).")
+        "`none`: every query shows any seeds (on the benchmark's 4 card seeds steering was no better: README v6).")
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")
