@@ -185,6 +185,11 @@ class FusionConfig(BaseModel):
         "answers, else from the expert's answers on them) and each kind fills an equal share of `synthesize`, so a "
         "writer that drifts to the commonest case (a sentence stating no relation) writes the rarer ones as often; "
         "`none`: every query shows any seeds (on the benchmark's 4 card seeds steering was no better: README v6).")
+    synthesis_style: Literal["list", "paraphrase", "mixed"] = Field(
+        default="list", description="How the writer makes a prompt: `list` (continue a list of the seeds' varying "
+        "parts: new texts in the writer's own words, which drift off the task), `paraphrase` (reword one seed's "
+        "part, the seeds in turn: a base writer continues pairs of a text and its rewording, a chat writer is asked "
+        "to rewrite it), or `mixed` (the two in alternate queries).")
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")

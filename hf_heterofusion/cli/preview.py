@@ -48,6 +48,9 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
         if "steered" in judged.synthesis:  # `synthesis_steer: answer`: which seed kind each written prompt imitates
             lines.append("  written from seeds of each answer kind: " + ", ".join(
                 f"{kind} {n}" for kind, n in judged.synthesis["steered"].items()))
+        if "reworded" in judged.synthesis:  # `synthesis_style: paraphrase | mixed`
+            written = sum(p.origin == "synthesized" for p in judged.prompts)
+            lines.append(f"  written by rewording a seed: {judged.synthesis['reworded']} of {written} synthesized")
         for prompt, gen, reason in zip(judged.prompts, judged.generations, judged.reasons):
             text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
             gain = mean_excess(gen)

@@ -41,6 +41,12 @@ SHOTS = 4  # seed prompts shown per synthesis query
 SYNTHESIS_VERSION = 3  # part of the synthesis cache key: prompts written by an older recipe are not reused
 
 
+def _rewords(style: str, batch: int) -> bool:
+    """Whether writer batch `batch` rewords seeds (`synthesis_style`): always, never (`list`), or every other batch
+    (`mixed`; by batch, not by row, so steering's per-row kinds still reach both ways of writing)."""
+    return style == "paraphrase" or (style == "mixed" and batch % 2 == 1)
+
+
 def _as_text(prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt if m["role"] != "system")
 
@@ -139,7 +145,8 @@ class Labeller:
         prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
         model (the target base by default when it is an instruct model), asked through its chat template for one
         more item. The new part goes back into the seeds' shared template. Rejected candidates are counted per
-        reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`).
+        reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`); with
+        `synthesis_style: paraphrase` (or `mixed`: every other batch) a query asks for one seed's part reworded.
         """
         plan, cfg = self.plan, self.cfg
         texts = [_as_text(s) for s in plan.seeds]
@@ -149,7 +156,8 @@ class Labeller:
         key = content_key([SYNTHESIS_VERSION, self.base_digest, writer_digest, texts, plan.synthesize, cfg.seed,
                            cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p,
                            # steered prompts are cached apart; the unsteered key is the one it always was
-                           *([["answer", steering.kinds, steering.members]] if steering else [])])
+                           *([["answer", steering.kinds, steering.members]] if steering else []),
+                           *([[cfg.synthesis_style]] if cfg.synthesis_style != "list" else [])])
         path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -158,12 +166,14 @@ class Labeller:
         template = SeedTemplate.from_seeds(texts)
         parts_filter = PartFilter(template)
         model, tokenizer, off = self._writer()
-        # A base model continues a list; an instruction-tuned writer is asked for one more item in a chat turn.
+        # A base model continues a list (paraphrase: pairs of a text and its rewording); an instruction-tuned writer
+        # is asked in a chat turn for one more item (paraphrase: to rewrite one seed's part).
         chat = plan.writer_dir is not None and bool(getattr(tokenizer, "chat_template", None))
         budget = 2 * max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in template.parts) + 8
         accepted: list[str] = []
         filled = [0] * (len(steering.kinds) if steering else 0)
         spare: list[str] = []  # steered: accepted parts of a kind already full, to top up a kind the writer misses
+        reworded: set[str] = set()  # prompts that reword a seed (`synthesis_style`), counted for the report
         stats = {"writer": plan.writer, "queries": 0, "empty": 0, "truncated": 0, "degenerate": 0}
         size = cfg.teacher_batch_size
         # The query budget is counted in batches and does not depend on the number of processes, so N processes
@@ -177,9 +187,15 @@ class Labeller:
                 rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
                 pool = list(template.parts) if steering is None else \
                     [template.parts[i] for i in steering.members[steering.kind_of(mine * size + row)]]
-                shots = rng.sample(pool, min(SHOTS, len(pool)))
-                query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
-                    else template.list_context(shots)
+                if _rewords(cfg.synthesis_style, mine):  # the seeds in turn (steered: those of the query's kind)
+                    turn = (mine // 2 if cfg.synthesis_style == "mixed" else mine) * size + row
+                    seed = pool[(turn // len(steering.kinds) if steering else turn) % len(pool)]
+                    query = ({"role": "user", "content": template.paraphrase_request(seed)},) if chat \
+                        else template.paraphrase_context(seed)
+                else:
+                    shots = rng.sample(pool, min(SHOTS, len(pool)))
+                    query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
+                        else template.list_context(shots)
                 rows.append(encode_prompt_ids(query, tokenizer))
             with off():
                 gens = generate_batch(model, tokenizer, rows, max_new_tokens=budget, sample=True,
@@ -194,7 +210,8 @@ class Labeller:
                 for row, g in enumerate(map(_from_json, batch_gens)):
                     stats["queries"] += 1
                     ended = g.finished or "\n" in g.text.strip()  # a list item ends at its line break
-                    part = template.read_item(g.text, chat=chat)
+                    part = template.read_paraphrase(g.text, chat=chat) if _rewords(cfg.synthesis_style, done) \
+                        else template.read_item(g.text, chat=chat)
                     if not ended and (chat or template.one_line):
                         stats["truncated"] += 1
                     elif part is None:
@@ -202,6 +219,8 @@ class Labeller:
                     elif is_degenerate(g.token_ids, cfg.teacher_repeat_ngram):
                         stats["degenerate"] += 1
                     elif len(accepted) < plan.synthesize and parts_filter.accept(part):
+                        if _rewords(cfg.synthesis_style, done):
+                            reworded.add(template.prompt(part))
                         kind = steering.kind_of(done * size + row) if steering else None
                         if kind is not None and filled[kind] >= steering.quotas[kind]:
                             spare.append(template.prompt(part))
@@ -214,6 +233,8 @@ class Labeller:
             stats["steered"] = dict(zip(steering.kinds, filled))
             stats["topped_up"] = min(len(spare), plan.synthesize - len(accepted))
             accepted += spare[:stats["topped_up"]]
+        if cfg.synthesis_style != "list":
+            stats["reworded"] = sum(p in reworded for p in accepted)
         if plan.writer_dir is not None:
             del model
             free_memory()

@@ -146,7 +146,6 @@ def _writer(cfg: FusionConfig, choice: str, name: str, lock) -> tuple[str, Path 
     return choice, Path(folder), revision
 
 
-
 def _source_index(ref: str | int, names: list[str], where: str) -> int:
     if isinstance(ref, int) and 0 <= ref < len(names):
         return ref

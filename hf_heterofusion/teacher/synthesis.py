@@ -25,6 +25,17 @@ from dataclasses import dataclass
 
 NEAR_DUPLICATE = 0.8  # Jaccard overlap of word sets above which two parts count as the same text
 
+# `synthesis_style: paraphrase`, base writers: pairs that show the format "a text, then the same content worded
+# otherwise" (voice, word order, synonyms). Deliberately about nothing a task would label (no employer, home or
+# opinion), so they show how to reword, not what to write.
+PARAPHRASE_PAIRS = (
+    ("The dog chased the ball across the yard.", "The ball was chased across the yard by the dog."),
+    ("Maria bought fresh bread this morning.", "This morning, fresh bread was bought by Maria."),
+    ("It rained all day in the valley.", "The valley got rain the whole day."),
+    ("Tom repaired the old clock.", "The old clock was fixed by Tom."),
+)
+_TEXT, _SAME = "Text:", "Same meaning, other words:"
+
 
 def _cut(prefix: str) -> str:
     """A common prefix ends after whitespace: never inside a word the seeds merely share letters of."""
@@ -75,6 +86,19 @@ class SeedTemplate:
         return (f"Here are {len(shots)} examples of the same kind of text:\n{items}\n\nWrite one new example of "
                 f"this kind, different from these ({shape}similar length). Reply with the example only.")
 
+    def paraphrase_context(self, part: str) -> str:
+        """`synthesis_style: paraphrase` for a base model: one seed's part after a few pairs of a text and the same
+        content in other words, for the writer to continue with the rewritten part."""
+        pairs = "".join(f"{_TEXT} {text}\n{_SAME} {other}\n\n" for text, other in PARAPHRASE_PAIRS)
+        return pairs + f"{_TEXT} {_flat(part) if self.one_line else part.strip()}\n{_SAME}"
+
+    def paraphrase_request(self, part: str) -> str:
+        """The same for a chat model: a request to rewrite one seed's part."""
+        text = _flat(part) if self.one_line else part.strip()
+        shape = "one line, " if self.one_line else ""
+        return (f"Rewrite this text in different words ({shape}similar length). Keep the names in it and what it "
+                f"says about them.\n\nText: {text}\n\nReply with the rewritten text only.")
+
     def read_item(self, generated: str, *, chat: bool) -> str | None:
         """The new part in a writer's output, or None when there is none (an empty or cut-off item)."""
         text = generated.strip()
@@ -84,6 +108,13 @@ class SeedTemplate:
         if self.one_line:
             text = text.split("\n", 1)[0].strip()
         return text or None
+
+    def read_paraphrase(self, generated: str, *, chat: bool) -> str | None:
+        """The rewritten part: a chat reply (which may echo a label of the request), or a base model's continuation
+        up to the next pair."""
+        if chat:
+            return self.read_item(re.sub(r"^\s*(Rewrit\w*( text)?|Text)\s*:\s*", "", generated), chat=True)
+        return self.read_item(generated.split(f"\n{_TEXT}", 1)[0].split("\n\n", 1)[0], chat=True)
 
 
 @dataclass(frozen=True)
@@ -147,4 +178,4 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-__all__ = ["NEAR_DUPLICATE", "PartFilter", "SeedTemplate", "Steering"]
+__all__ = ["NEAR_DUPLICATE", "PARAPHRASE_PAIRS", "PartFilter", "SeedTemplate", "Steering"]

@@ -342,13 +342,14 @@ def test_card_counts_the_discriminator_and_the_steering_only_when_they_ran_and_t
               "samples": [], "dropped_samples": []}
     report["teacher"] = {"mode": "sources", "rows": 19, "sources": [source], "settings": {}}
     off = render_card(write_output(tmp_path / "off", report))
-    assert "discriminator" not in off and "steered" not in off
+    assert "discriminator" not in off and "steered" not in off and "reword" not in off
     source["dropped"] = {**dropped, "unlike_seeds": 2}
-    source["synthesis"] = {"writer": "source", "steered": {"works_for": 4, "none": 3}, "topped_up": 1}
+    source["synthesis"] = {"writer": "source", "steered": {"works_for": 4, "none": 3}, "topped_up": 1, "reworded": 5}
     source["kept"] = 17
     source["synthesized_kinds"] = {"none": 27, "works_for": 16}
     text = render_card(write_output(tmp_path / "on", report))
     assert "| 1 / 0 / 2; unlike the seeds (discriminator): 2 |" in text
+    assert "| 8 (writer: source; 5 reword a seed) |" in text
     assert "Synthesized rows of `qwen` kept, by answer kind (the answer's words its prompt lacks): `none` 27, " \
            "`works_for` 16." in text
     assert "prompts written from seeds of each kind: `works_for` 4, `none` 3; 1 more from kinds already full" in text

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`synthesis_steer: answer` on tiny fixtures: each writer query shows seeds of one answer kind, kinds share the
-prompts, the seeds' own answers decide the kinds (else the expert's), and steered prompts are cached apart."""
+"""How the writer is asked, on tiny fixtures. `synthesis_steer: answer`: each writer query shows seeds of one answer
+kind, kinds share the prompts, the seeds' own answers decide the kinds (else the expert's), and steered prompts are
+cached apart. `synthesis_style: paraphrase`: each query asks a chat writer to rewrite one seed, the seeds in turn."""
 
 import json
+import re
 
 import pytest
 
@@ -41,15 +43,16 @@ def steer_config(fixture_zoo, tmp_path, monkeypatch):
 
 @pytest.fixture()
 def shown(monkeypatch):
-    """The seed parts each writer query showed, in query order."""
+    """The seed parts each writer query showed (as a list to continue, or in a chat turn), in query order."""
     queries: list[list[str]] = []
-    real = SeedTemplate.list_context
+    for name in ("list_context", "chat_request"):
+        real = getattr(SeedTemplate, name)
 
-    def record(self, shots):
-        queries.append(list(shots))
-        return real(self, shots)
+        def record(self, shots, real=real):
+            queries.append(list(shots))
+            return real(self, shots)
 
-    monkeypatch.setattr(SeedTemplate, "list_context", record)
+        monkeypatch.setattr(SeedTemplate, name, record)
     return queries
 
 
@@ -98,3 +101,69 @@ def test_the_preview_says_which_kinds_the_writer_imitated(steer_config):
     text = teacher_preview(steer_config(), 4)
     assert "written from seeds of each answer kind: works_for " in text and ", none " in text
     assert "written from seeds" not in teacher_preview(steer_config(synthesis_steer="none"), 4)
+
+
+@pytest.fixture()
+def rewritten(monkeypatch):
+    """The seed part each paraphrase query asked the writer to reword (in a chat turn or as pairs to continue)."""
+    parts: list[str] = []
+    for name in ("paraphrase_request", "paraphrase_context"):
+        real = getattr(SeedTemplate, name)
+
+        def record(self, part, real=real):
+            parts.append(part)
+            return real(self, part)
+
+        monkeypatch.setattr(SeedTemplate, name, record)
+    return parts
+
+
+def test_paraphrase_rewrites_one_seed_per_query_in_turn(steer_config, shown, rewritten):
+    cfg = steer_config(synthesis_steer="none", synthesis_style="paraphrase",
+                       sources=[{**steer_config().sources[0].model_dump(), "synthesizer": "target"}])
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    seeds = [*FOUND, *NONE]
+    assert not shown and len(rewritten) >= len(seeds)  # no list of shots: one seed per query
+    assert rewritten == [seeds[i % len(seeds)] for i in range(len(rewritten))]
+    assert result.report["sources"][0]["synthesis"]["writer"] == "target"
+    # the list style's prompts are not read back for paraphrases (nor the other way round)
+    listed = steer_config(synthesis_steer="none", sources=cfg.sources)
+    run_teachers(prepare(listed).teaching, listed, show_progress=False)
+    assert shown
+
+
+def test_paraphrase_with_steering_rewrites_the_seeds_of_each_kind_in_turn(steer_config, rewritten):
+    cfg = steer_config(synthesis_style="paraphrase")  # the source base writes: pairs to continue, no chat turn
+    run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    found, none = list(FOUND), NONE
+    assert rewritten[:6] == [found[0], none[0], found[1], none[1], found[2], none[0]]
+
+
+def test_mixed_alternates_lists_and_rewordings_by_batch(steer_config, shown, rewritten):
+    cfg = steer_config(synthesis_steer="none", synthesis_style="mixed", teacher_batch_size=2)
+    run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    seeds = [*FOUND, *NONE]
+    assert rewritten and len(shown) in (len(rewritten), len(rewritten) + 2)  # batches of 2: list, reword, list, ...
+    assert rewritten == [seeds[i % len(seeds)] for i in range(len(rewritten))]
+
+
+def test_the_paraphrase_request_holds_the_seed_and_its_reply_is_read_back():
+    template = SeedTemplate.from_seeds([f"Works-for relations in: {t}\n" for t in [*FOUND, *NONE]])
+    request = template.paraphrase_request(template.parts[0])
+    assert "Text: Ann works for Acme." in request and "one line" in request
+    assert template.read_paraphrase("Rewritten text: Acme employs Ann.\nSure!", chat=True) == "Acme employs Ann."
+    assert template.read_paraphrase('Text: "Ann is on the staff of Acme."', chat=True) == "Ann is on the staff of Acme."
+    assert template.read_paraphrase("  ", chat=True) is None
+    context = template.paraphrase_context(template.parts[0])  # a base writer continues the last pair
+    assert context.endswith("Text: Ann works for Acme.\nSame meaning, other words:") and context.count("Text:") == 5
+    assert template.read_paraphrase(" Acme employs Ann.\n\nText: The cat sat.", chat=False) == "Acme employs Ann."
+
+
+def test_the_preview_and_report_count_the_reworded_prompts(steer_config, rewritten, tmp_path):
+    cfg = steer_config(synthesis_steer="none", synthesis_style="mixed", teacher_batch_size=2)
+    text = teacher_preview(cfg, 4)
+    assert re.search(r"written by rewording a seed: \d+ of \d+ synthesized", text)
+    assert "rewording" not in teacher_preview(steer_config(synthesis_steer="none"), 4)
+    reword = steer_config(synthesis_steer="none", synthesis_style="paraphrase")
+    source = run_teachers(prepare(reword).teaching, reword, show_progress=False).report["sources"][0]
+    assert source["synthesis"]["reworded"] == source["synthesized"] > 0

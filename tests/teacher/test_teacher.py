@@ -249,6 +249,7 @@ def test_teacher_input_errors_are_one_line_exit_2_and_write_nothing(teach_config
     data["sources"] = [source]
     cfg_path = _write_yaml(tmp_path / "cfg.yml", data)
     out = tmp_path / "out"
+    capsys.readouterr()  # building the fixtures may print progress
     code = main(["fuse", str(cfg_path), str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2
