@@ -153,28 +153,35 @@ def _relation(
     return rng.choice(negative), NONE_ANSWER
 
 
-def _gen_works_for(rng: random.Random, lex: Lexicon) -> tuple[str, str]:
+# The relation tasks' phrasings: (sentences that state the relation, sentences that only mention both arguments).
+# Module-level so the benchmark can tell which phrasing a prompt uses (`benchmarks.phrasings`).
+PHRASINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "relation_works_for": (
+        ("{person} works for {org}.", "{org} hired {person}.", "{person} joined {org} in {loc}.",
+         "{person} met {other} at work at {org}."),
+        ("{person} visited {org}.", "{person} sued {org}.", "{other} met {person} near {org} in {loc}."),
+    ),
+    "relation_lives_in": (
+        ("{person} lives in {loc}.", "{person} moved to {loc}.", "{person} lives in {loc} with {other}.",
+         "{person} has a home in {loc} near {org}."),
+        ("{person} flew over {loc}.", "{person} left {loc}.", "{other} met {person} in {loc}."),
+    ),
+}
+
+
+def _phrased(task: str, rng: random.Random, lex: Lexicon, relation: str, head: str, tail: str) -> tuple[str, str]:
     (person, other), org, loc = _pick(rng, lex.persons, 2), rng.choice(lex.orgs), rng.choice(lex.locations)
-    positive = [
-        f"{person} works for {org}.",
-        f"{org} hired {person}.",
-        f"{person} joined {org} in {loc}.",
-        f"{person} met {other} at work at {org}.",
-    ]
-    negative = [f"{person} visited {org}.", f"{person} sued {org}.", f"{other} met {person} near {org} in {loc}."]
-    return _relation(rng, positive, negative, "works_for", person, org)
+    names = {"person": person, "other": other, "org": org, "loc": loc}
+    positive, negative = ([t.format(**names) for t in group] for group in PHRASINGS[task])
+    return _relation(rng, positive, negative, relation, names[head], names[tail])
+
+
+def _gen_works_for(rng: random.Random, lex: Lexicon) -> tuple[str, str]:
+    return _phrased("relation_works_for", rng, lex, "works_for", "person", "org")
 
 
 def _gen_lives_in(rng: random.Random, lex: Lexicon) -> tuple[str, str]:
-    (person, other), org, loc = _pick(rng, lex.persons, 2), rng.choice(lex.orgs), rng.choice(lex.locations)
-    positive = [
-        f"{person} lives in {loc}.",
-        f"{person} moved to {loc}.",
-        f"{person} lives in {loc} with {other}.",
-        f"{person} has a home in {loc} near {org}.",
-    ]
-    negative = [f"{person} flew over {loc}.", f"{person} left {loc}.", f"{other} met {person} in {loc}."]
-    return _relation(rng, positive, negative, "lives_in", person, loc)
+    return _phrased("relation_lives_in", rng, lex, "lives_in", "person", "loc")
 
 
 def _gen_entity_typing(rng: random.Random, lex: Lexicon) -> tuple[str, str]:

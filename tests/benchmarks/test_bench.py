@@ -462,3 +462,24 @@ def test_teacher_row_stats_flag_made_up_arguments_and_foreign_prompts(capsys, tm
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert teacher_rows.main([str(path)]) == 0
     assert "grounded  33.3 %" in capsys.readouterr().out
+
+
+def test_phrasings_name_every_generated_relation_prompt_and_count_rows(capsys, tmp_path):
+    from benchmarks import phrasings
+    from hf_heterofusion.examples.synthetic import NONE_ANSWER, PHRASINGS, get_task, make_splits
+
+    for task, (positive, negative) in PHRASINGS.items():
+        table = phrasings.patterns(task)
+        _, _, test = make_splits(get_task(task), seed=1, n_train=0, n_replay=0, n_test=80)
+        named = [(phrasings.phrasing_of(r["prompt"], table), r["response"]) for r in test]
+        assert {n for n, _ in named} == set(positive) | set(negative)  # every phrasing met, none left `other`
+        assert all((a == NONE_ANSWER) == (n in negative) for n, a in named)  # a phrasing decides the answer kind
+    table = phrasings.patterns("relation_works_for")
+    assert phrasings.phrasing_of("Works-for relations in: Bob is employed by Vandelay.\n", table) == "other"
+    rows = [{"source": "relation_works_for", "prompt": "Works-for relations in: Stark hired Bob Lee.\n"},
+            {"source": "relation_works_for", "prompt": "Works-for relations in: Bob had lunch.\n"},
+            {"source": "relation_lives_in", "prompt": "Lives-in relations in: Ann lives in Rome.\n"}]
+    path = tmp_path / "teacher_replay.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert phrasings.main(["--task", "relation_works_for", "--rows", str(path)]) == 0
+    assert "'{org} hired {person}.' 1, 'other' 1" in capsys.readouterr().out
