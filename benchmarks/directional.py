@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="unlabeled prompts per source task in few_labels / noisy (default: the grid's, 48)")
     p.add_argument("--synthesize", type=int, default=None,
                    help="prompts a teacher synthesizes per source task in seeds_only / seeds_card (default: the grid's)")
+    p.add_argument("--labels", type=int, default=None,
+                   help="labelled rows (seeds in seeds_only / seeds_card) per source task (default: the grid's, 4)")
     p.add_argument("--dev", action="store_true", help="score the dev split too (what an lr sweep reads)")
     add_setup_args(p)
     args = p.parse_args(argv)
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = grid.with_(n_prompts=args.prompts)
     if args.synthesize is not None:
         grid = grid.with_(n_synth=args.synthesize)
+    if args.labels is not None:
+        grid = grid.with_(n_labels=args.labels)
     if args.regime not in grid.regimes:  # e.g. `seeds_card`, not in the grid's default list
         grid = grid.with_(regimes=(*grid.regimes, args.regime))
     bench = setup(grid, args.out, args.cache)
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             record = cached_run(bench, regime, method, args.lr, seed, dev=args.dev)
             print(json.dumps({"regime": args.regime, "method": method, "lr": args.lr, "seed": seed,
                               "steps": grid.steps, "prompts": grid.n_prompts, "synthesize": grid.n_synth,
+                              "labels": grid.n_labels,
                               "lr_rule": "fixed (not chosen on this regime's dev split)",
                               **{k: v for k, v in record.items() if k in ("avg", "tasks", "scores", "dev_avg")},
                               "teacher": record.get("teacher", {}).get("sources")}, default=str), flush=True)

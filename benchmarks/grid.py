@@ -9,7 +9,9 @@ Regimes (benchmark v2), all on the same experts and test prompts:
 * `seeds_only`: the same labelled rows and nothing else; a teacher makes its prompts with `synthesize: n_synth`;
 * `noisy`: `few_labels` plus the task-irrelevant experts of `noise` in the source pool;
 * `seeds_card` (on request): `seeds_only` with the labelled rows drawn as a model card shows examples, each answer
-  kind of a task in turn (a relation found, `none`; each label).
+  kind of a task in turn (a relation found, `none`; each label);
+* `seeds_phrasings` (on request): `seeds_card`, but a relation task's seeds are one row per phrasing of its
+  sentences (7), to tell a skill the seeds do not show from one the transfer loses (`benchmarks.phrasings`).
 
 Every trained method runs for the same `steps` optimiser steps (batch 1 x `accumulation`) and picks its learning
 rate from its sweep (`sft_lrs` for methods that train the anchor adapter, `fusion_lrs` for the transfer nets) by
@@ -33,7 +35,7 @@ DEFAULT_TASKS = ("ner_person", "ner_location", "relation_works_for", "relation_l
 # signal), the kind of expert a practitioner pulls by mistake from a Hub search.
 DEFAULT_NOISE = ("task:topic", "shuffled:ner_person", "shuffled:relation_lives_in", "shuffled:sentiment")
 REGIMES = ("paper", "few_labels", "seeds_only", "noisy")  # what a grid runs by default
-ALL_REGIMES = (*REGIMES, "seeds_card")  # `seeds_card` on request (`--regimes seeds_card`)
+ALL_REGIMES = (*REGIMES, "seeds_card", "seeds_phrasings")  # on request (`--regimes seeds_card`)
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

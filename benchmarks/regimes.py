@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,12 @@ REGIME_TITLES = {
     "seeds_only": "seeds only: a few labelled rows per source task; a teacher synthesizes its own prompts",
     "seeds_card": "seeds as a model card shows them: the few labelled rows of each source task show each of its "
                   "answer kinds (a relation found and `none`; each label) as far as they go; a teacher synthesizes",
+    "seeds_phrasings": "seeds_card, except that a relation task's seeds show each of its phrasings once (7 seeds: "
+                       "4 that state the relation, 3 that do not)",
     "noisy": "noisy pool: few labels plus task-irrelevant source experts",
 }
-TEACHER_REGIMES = ("few_labels", "seeds_only", "seeds_card", "noisy")  # where a teacher has something to label
+SEED_REGIMES = ("seeds_only", "seeds_card", "seeds_phrasings")  # the labelled seeds are a teacher's only prompts
+TEACHER_REGIMES = ("few_labels", *SEED_REGIMES, "noisy")  # where a teacher has something to label
 
 
 @dataclass(frozen=True)
@@ -51,17 +54,20 @@ def labelled_rows(grid: Grid, splits: Mapping[str, TaskSplits], name: str) -> li
     anchor, sources = grid.tasks[0], grid.tasks[1:]
     if name == "paper":
         return [row for t in grid.tasks for row in splits[t].replay]
-    return list(splits[anchor].replay) + [row for t in sources for row in seed_rows(splits[t].replay, t, name, grid)]
+    return list(splits[anchor].replay) + [row for t in sources
+                                          for row in seed_rows(splits[t].replay, t, name, grid, splits[t].train)]
 
 
-def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid) -> list[dict]:
+def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid, more: Sequence[dict] = ()) -> list[dict]:
     """A source task's labelled rows: its first `n_labels` replay rows (a random draw), or in `seeds_card` the
     first rows of each answer kind in turn, as the examples of a model card show the cases a skill has.
 
     A random draw of four rows of a relation task shows no relation at all with probability 0.4^4 (2.6 %) per task,
     and the benchmark's one draw did (four `none` lives-in seeds): a writer then never sees the positive case.
     """
-    if regime != "seeds_card":
+    if regime == "seeds_phrasings" and task in synthetic.PHRASINGS:
+        return _one_per_phrasing([*replay, *more], task)
+    if regime not in ("seeds_card", "seeds_phrasings"):
         return replay[:grid.n_labels]
     kinds: dict[str, list[dict]] = {}
     for row in replay:
@@ -73,6 +79,21 @@ def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid) -> list[di
                 picked.append(rows[i])
     order = {id(row): i for i, row in enumerate(replay)}
     return sorted(picked, key=lambda row: order[id(row)])
+
+
+def _one_per_phrasing(replay: list[dict], task: str) -> list[dict]:
+    """The first row of each of the task's phrasings (a card that shows every way the skill is worded): the replay
+    rows first, then `more` (the expert's own training rows, where a card's author takes examples from)."""
+    from .phrasings import patterns, phrasing_of  # the phrasing matcher lives with its report
+
+    table = patterns(task)
+    first: dict[str, dict] = {}
+    for row in replay:
+        first.setdefault(phrasing_of(row["prompt"], table), row)
+    missing = [name for name, _ in table if name not in first]
+    if missing:
+        raise ValueError(f"{task}: no row is phrased {missing}")
+    return [first[name] for name, _ in table]
 
 
 def _answer_kind(task: str, answer: str) -> str:
@@ -90,10 +111,11 @@ def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: 
     synthesize = 0
     if name in ("few_labels", "noisy"):
         prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in splits[t].pool] for t in grid.tasks[1:]}
-    elif name in ("seeds_only", "seeds_card"):
+    elif name in SEED_REGIMES:
         # The labelled seed rows are the only prompts: the teacher relabels them and synthesizes `n_synth` more.
         synthesize = grid.n_synth
-        prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in seed_rows(splits[t].replay, t, name, grid)]
+        prompt_rows = {t: [{"prompt": r["prompt"], "task": t}
+                           for r in seed_rows(splits[t].replay, t, name, grid, splits[t].train)]
                        for t in grid.tasks[1:]}
     prompt_texts = {t: _jsonl(r) for t, r in prompt_rows.items()}
     content = {"rows": rows, "prompts": prompt_texts,

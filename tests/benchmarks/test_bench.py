@@ -226,6 +226,23 @@ def test_seeds_card_shows_each_answer_kind_a_task_has():
     assert lives_in == ["none"] * 4  # the draw the v3/v4 seeds-only rows were measured on
 
 
+def test_seeds_phrasings_show_each_phrasing_of_a_relation_once_and_card_seeds_elsewhere():
+    from benchmarks.phrasings import patterns, phrasing_of
+    from hf_heterofusion.examples.synthetic import PHRASINGS
+
+    grid = REDUCED.with_(n_labels=4)
+    splits = make_splits(grid)
+    for t in grid.tasks[1:]:
+        rows = seed_rows(splits[t].replay, t, "seeds_phrasings", grid, splits[t].train)
+        if t not in PHRASINGS:
+            assert rows == seed_rows(splits[t].replay, t, "seeds_card", grid)
+            continue
+        positive, negative = PHRASINGS[t]
+        assert [phrasing_of(r["prompt"], patterns(t)) for r in rows] == [*positive, *negative]
+        assert all(r in splits[t].replay or r in splits[t].train for r in rows)
+        assert not {r["prompt"] for r in rows} & {r["prompt"] for r in splits[t].test}
+
+
 def test_methods_per_regime():
     assert "hf_teacher" not in methods_for("paper", REDUCED) and "hf_improved" in methods_for("paper", FULL)
     assert "hf_improved" not in methods_for("paper", REDUCED)  # the reduced grid spends those runs elsewhere
