@@ -22,9 +22,6 @@ import torch
 
 from hf_heterofusion.examples.synthetic import PHRASINGS
 
-from .grid import GRIDS, with_steps
-from .run import add_setup_args, setup
-
 
 def patterns(task: str) -> list[tuple[str, re.Pattern[str]]]:
     """(phrasing, regex of a sentence in it) for each phrasing of `task`, positives first."""
@@ -45,6 +42,10 @@ def phrasing_of(prompt: str, table: list[tuple[str, re.Pattern[str]]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the run machinery only here: `regimes` imports the matcher above, and `run` imports `regimes`
+    from .grid import GRIDS, with_steps
+    from .run import add_setup_args, setup
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", required=True, choices=sorted(PHRASINGS))
     p.add_argument("--rows", nargs="*", default=[], help="teacher_replay.jsonl files")

@@ -16,6 +16,7 @@ from pathlib import Path
 from hf_heterofusion.examples import synthetic
 
 from .grid import Grid
+from .phrasings import patterns, phrasing_of
 from .zoo import TaskSplits
 
 
@@ -60,7 +61,9 @@ def labelled_rows(grid: Grid, splits: Mapping[str, TaskSplits], name: str) -> li
 
 def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid, more: Sequence[dict] = ()) -> list[dict]:
     """A source task's labelled rows: its first `n_labels` replay rows (a random draw), or in `seeds_card` the
-    first rows of each answer kind in turn, as the examples of a model card show the cases a skill has.
+    first rows of each answer kind in turn, as the examples of a model card show the cases a skill has; in
+    `seeds_phrasings` a relation task's first row of each phrasing, from `replay` and then `more` (the expert's own
+    training rows, where a card's author takes examples from; the replay rows lack some phrasings).
 
     A random draw of four rows of a relation task shows no relation at all with probability 0.4^4 (2.6 %) per task,
     and the benchmark's one draw did (four `none` lives-in seeds): a writer then never sees the positive case.
@@ -81,14 +84,11 @@ def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid, more: Sequ
     return sorted(picked, key=lambda row: order[id(row)])
 
 
-def _one_per_phrasing(replay: list[dict], task: str) -> list[dict]:
-    """The first row of each of the task's phrasings (a card that shows every way the skill is worded): the replay
-    rows first, then `more` (the expert's own training rows, where a card's author takes examples from)."""
-    from .phrasings import patterns, phrasing_of  # the phrasing matcher lives with its report
-
+def _one_per_phrasing(rows: list[dict], task: str) -> list[dict]:
+    """The first of `rows` in each of the task's phrasings (a card that shows every way the skill is worded)."""
     table = patterns(task)
     first: dict[str, dict] = {}
-    for row in replay:
+    for row in rows:
         first.setdefault(phrasing_of(row["prompt"], table), row)
     missing = [name for name, _ in table if name not in first]
     if missing:
