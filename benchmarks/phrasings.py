@@ -43,7 +43,7 @@ def phrasing_of(prompt: str, table: list[tuple[str, re.Pattern[str]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     # the run machinery only here: `regimes` imports the matcher above, and `run` imports `regimes`
-    from .grid import GRIDS, with_steps
+    from .grid import GRIDS
     from .run import add_setup_args, setup
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,21 +60,22 @@ def main(argv: list[str] | None = None) -> int:
         counts = Counter(phrasing_of(r["prompt"], table) for r in rows if r.get("source") == args.task)
         print(f"rows {path}: " + ", ".join(f"{n!r} {counts[n]}" for n in names if counts[n]))
     if args.adapters:
+        from hf_heterofusion.data.generation import generate_answers
+        from hf_heterofusion.data.replay import examples_from_rows
         from hf_heterofusion.examples import experts
+        from hf_heterofusion.examples.synthetic import score
 
-        grid = with_steps(GRIDS["reduced"], 216)
-        bench = setup(grid.with_(regimes=(*grid.regimes, "seeds_card")), args.out, args.cache)
-        test = bench.splits[args.task].test
+        bench = setup(GRIDS["reduced"], args.out, args.cache)  # only its splits and target: the run's own test rows
+        test = examples_from_rows(bench.splits[args.task].test)
+        named = [phrasing_of(example.prompt, table) for example in test]
+        seen = Counter(named)
         for adapter in args.adapters:
             model, tok = experts.load_model(bench.target_dir, adapter)
-            right, seen = Counter(), Counter()
-            for row in test:
-                ids = tok(row["prompt"], return_tensors="pt")
-                out = model.generate(**ids, max_new_tokens=bench.grid.max_new_tokens, do_sample=False)
-                answer = tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True).strip()
-                name = phrasing_of(row["prompt"], table)
-                seen[name] += 1
-                right[name] += answer.split("\n")[0].strip() == row["response"].strip()
+            # the answers the benchmark's score reads (same prompt encoding and decoding), judged one by one
+            answers = generate_answers(model, tok, test, max_new_tokens=bench.grid.max_new_tokens,
+                                       batch_size=bench.grid.eval_batch)
+            right = Counter(name for name, answer, example in zip(named, answers, test)
+                            if score(args.task, [answer], [example.response]) == 100.0)
             print(f"adapter {adapter}: " + ", ".join(f"{n!r} {right[n]}/{seen[n]}" for n in names if seen[n]))
     return 0
 
