@@ -197,6 +197,11 @@ class FusionConfig(BaseModel):
         default=False, description="Also drop synthesized prompts that a classifier tells apart from the seeds "
         "(Trans-LoRA's real-vs-synthetic filter: a logistic regression on the expert base's view of each prompt, "
         "cross-fitted); needs 16 seeds or more per synthesizing source.")
+    teacher_min_token_prob: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="`unsure`: drop a synthesized row when some token of the "
+        "expert's greedy answer had probability below this (e.g. 0.9): on a written prompt off its task the expert "
+        "hesitates, and its hesitant answers are mostly wrong (`Beth and Charlie are married.` -> `works_for: Beth, "
+        "Charlie`); `null` keeps them. Prompts you give are never judged by it.")
     teacher_min_excess_ratio: float = Field(
         default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
         "log-prob gain over the expert's base is at least this x the seeds' median gain.")

@@ -10,7 +10,16 @@ In order, the first that applies names the reason:
 * `low_logprob`: the mean token log-probability under the teacher is below `teacher_min_logprob` (the teacher
   itself is unsure).
 
-Synthesized prompts pass two more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
+Synthesized prompts can pass one more, off by default (`teacher_min_token_prob`):
+
+* `unsure`: some token of the expert's greedy answer had probability below `teacher_min_token_prob`. On a written
+  prompt that states no case of the skill, the expert hesitates between its answers and its pick is mostly wrong
+  (real Gemma-3 works-for expert, seeds_card rows: answers whose least likely token had p >= 0.97 were right,
+  `Matthew works for Globex.` -> `works_for: Matthew, Globex`; below it mostly not, `Steve is on vacation.` ->
+  `works_for: Steve, Steve` at p 0.80). Prompts the user gives are not judged by it: there the answer, sure or
+  not, is the expert's best label for a real input.
+
+and three more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
 (`SeedProfile`), so the thresholds adapt to each expert and task (shape and labels only when the seeds show two
 different answers at least):
 
@@ -32,6 +41,7 @@ different answers at least):
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections import Counter
@@ -66,6 +76,12 @@ def drop_reason(g: Generation, cfg: FusionConfig) -> str | None:
     if cfg.teacher_min_logprob is not None and g.mean_logprob < cfg.teacher_min_logprob:
         return "low_logprob"
     return None
+
+
+def is_unsure(g: Generation, min_prob: float) -> bool:
+    """Some token of the answer (its end included) had probability below `min_prob` under the expert."""
+    lowest = min(g.token_logprobs) if g.token_logprobs else g.mean_logprob  # answers cached before per-token log-probs
+    return lowest < math.log(min_prob)
 
 
 def mean_excess(g: Generation) -> float | None:
@@ -146,4 +162,4 @@ class SeedProfile:
                 "seed_excess_by_kind": {k: round(v, 4) for k, v in self.kind_excess}}
 
 
-__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "mean_excess"]
+__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "is_unsure", "mean_excess"]

@@ -29,6 +29,7 @@ from hf_heterofusion.teacher.filters import (
     ON_TASK_FILTERS,
     SeedProfile,
     drop_reason,
+    is_unsure,
     mean_excess,
 )
 from hf_heterofusion.teacher.labeller import Labeller, release_resident
@@ -37,6 +38,7 @@ from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
 
 logger = logging.getLogger(__name__)
 DISCRIMINATOR_FILTER = "unlike_seeds"  # `teacher_discriminator`: the classifier tells the prompt from the seeds
+UNSURE_FILTER = "unsure"  # `teacher_min_token_prob`: the expert hesitated on a synthesized prompt
 
 @dataclass(frozen=True)
 class TeacherRow:
@@ -114,6 +116,9 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
         reason = drop_reason(g, cfg)
         if reason is None and profile is not None and p.origin == "synthesized":
             reason = profile.drop_reason(g, prompt_text(p.prompt))
+        if reason is None and p.origin == "synthesized" and cfg.teacher_min_token_prob is not None \
+                and is_unsure(g, cfg.teacher_min_token_prob):
+            reason = UNSURE_FILTER
         reasons.append(reason if reason or real else DISCRIMINATOR_FILTER)
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
 
@@ -140,6 +145,8 @@ def _run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerato
                       "adapter_revision": plan.adapter_revision or labeller.adapter_digest,
                       "placebo": cfg.teacher_placebo}
         dropped = {name: 0 for name in (*FILTERS, *ON_TASK_FILTERS)}
+        if cfg.teacher_min_token_prob is not None:
+            dropped[UNSURE_FILTER] = 0
         if cfg.teacher_discriminator:
             dropped[DISCRIMINATOR_FILTER] = 0
         kept, dropped_rows = [], []
@@ -208,6 +215,7 @@ _FIXES = {"empty": "check the prompts' format (`prompt_format`)",
           "degenerate": "raise `teacher_repeat_ngram`", "low_logprob": "lower or unset `teacher_min_logprob`",
           "off_shape": "give seeds whose answers show every shape the task has (or `teacher_on_task_filter: false`)",
           "off_skill": "lower `teacher_min_excess_ratio` (or `teacher_on_task_filter: false`)",
+          UNSURE_FILTER: "lower or unset `teacher_min_token_prob`",
           DISCRIMINATOR_FILTER: "give more seeds, or set `teacher_discriminator: false`"}
 
 

@@ -17,7 +17,7 @@ from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.pipeline import fuse
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher import labeller as teacher_labels
-from hf_heterofusion.teacher.filters import drop_reason, is_degenerate
+from hf_heterofusion.teacher.filters import drop_reason, is_degenerate, is_unsure
 from hf_heterofusion.teacher.run import run_teachers
 
 
@@ -327,6 +327,31 @@ def test_a_writer_of_noise_is_filtered_and_the_card_data_says_why(teach_config, 
     assert stats["seed_profile"] is not None
     assert any(s["reason"] in ("off_shape", "off_label", "off_skill") and s["origin"] == "synthesized"
                for s in stats["dropped_samples"])
+
+
+def test_an_answer_is_unsure_when_its_least_likely_token_is():
+    sure = Generation("works_for: Ann, Globex", (1, 2, 3), True, -0.01, token_logprobs=(-0.0, -0.02, -0.01))
+    hesitant = Generation("works_for: Ann, Ann", (1, 2, 3), True, -0.08, token_logprobs=(-0.0, -0.22, -0.01))
+    assert not is_unsure(sure, 0.9) and is_unsure(hesitant, 0.9) and not is_unsure(hesitant, 0.7)
+    assert is_unsure(Generation("old cache", (1,), True, -0.5), 0.9)  # no per-token log-probs: the mean judges
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("min_prob", [None, 0.5])
+def test_unsure_answers_on_synthesized_prompts_are_dropped_and_counted(teach_config, cache, min_prob):
+    """The tiny random expert is unsure of every answer: at 0.5 each synthesized row goes as `unsure` (and is
+    counted, with a sample), the given prompts all stay; unset, the filter is not there at all."""
+    cfg = teach_config(teacher_on_task_filter=False, teacher_min_token_prob=min_prob,
+                       source={"synthesize": 4, "synthesizer": "target"})
+    result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    stats = result.report["sources"][0]
+    given = sum(p.origin == "given" for p in prepare(cfg).teaching[0].prompts)
+    assert sum(r.origin == "given" for r in result.rows) == given
+    if min_prob is None:
+        assert "unsure" not in stats["dropped"] and any(r.origin == "synthesized" for r in result.rows)
+    else:
+        assert stats["dropped"]["unsure"] >= 1 and not any(r.origin == "synthesized" for r in result.rows)
+        assert "unsure" in {s["reason"] for s in stats["dropped_samples"]}
 
 
 @pytest.mark.integration
