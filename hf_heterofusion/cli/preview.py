@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from hf_heterofusion.config import FusionConfig
@@ -53,9 +54,11 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
             lines.append(f"  written by rewording a seed: {judged.synthesis['reworded']} of {written} synthesized")
         for prompt, gen, reason in zip(judged.prompts, judged.generations, judged.reasons):
             text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
-            gain = mean_excess(gen)
+            notes = [] if (gain := mean_excess(gen)) is None else [f"gain {gain:+.2f}"]
+            if cfg.teacher_min_token_prob is not None and gen.token_logprobs:  # what the `unsure` filter judges
+                notes.append(f"least token p {math.exp(min(gen.token_logprobs)):.2f}")
             lines.append(f"  [{reason or 'kept'}] ({prompt.origin}) {_short(text)!r} -> {_short(gen.text)!r}"
-                         + ("" if gain is None else f" (gain {gain:+.2f})"))
+                         + (f" ({', '.join(notes)})" if notes else ""))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -355,6 +355,20 @@ def test_unsure_answers_on_synthesized_prompts_are_dropped_and_counted(teach_con
 
 
 @pytest.mark.integration
+def test_the_preview_shows_the_least_token_probability_the_unsure_filter_judges(teach_config, tmp_path, capsys,
+                                                                                 cache):
+    cfg = teach_config(teacher_on_task_filter=False, teacher_min_token_prob=0.5,
+                       source={"synthesize": 4, "synthesizer": "target"})
+    assert main(["check", str(_write_yaml(tmp_path / "cfg.yml", cfg.model_dump(mode="json"))),
+                 "--teacher-preview", "4"]) == 0
+    preview = capsys.readouterr().out.split("teacher preview:", 1)[1]
+    lines = [line for line in preview.splitlines() if line.startswith("  [")]
+    assert lines and all("least token p 0." in line for line in lines)
+    assert any(line.startswith("  [unsure] (synthesized)") for line in lines)
+    assert not any(line.startswith("  [unsure] (given)") for line in lines)
+
+
+@pytest.mark.integration
 def test_sources_on_one_base_load_it_once_and_label_as_if_alone(teach_config, fixture_zoo, cache, monkeypatch,
                                                                 tmp_path):
     plain = tmp_path / "plain.jsonl"  # no rows tagged for a source: each source labels its given prompts only
