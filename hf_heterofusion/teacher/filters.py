@@ -14,10 +14,10 @@ Synthesized prompts can pass one more, off by default (`teacher_min_token_prob`)
 
 * `unsure`: some token of the expert's greedy answer had probability below `teacher_min_token_prob`. On a written
   prompt that states no case of the skill, the expert hesitates between its answers and its pick is mostly wrong
-  (real Gemma-3 works-for expert, seeds_card rows: answers whose least likely token had p >= 0.97 were right,
-  `Matthew works for Globex.` -> `works_for: Matthew, Globex`; below it mostly not, `Steve is on vacation.` ->
-  `works_for: Steve, Steve` at p 0.80). Prompts the user gives are not judged by it: there the answer, sure or
-  not, is the expert's best label for a real input.
+  (real Gemma-3 works-for expert, benchmark v8: of its relations found on written prompts, 20 of 34 were right
+  where the least likely token had p >= 0.9, 3 of 37 below: `Steve is on vacation.` -> `works_for: Steve, Steve`
+  at p 0.80). Prompts the user gives are not judged by it: there the answer, sure or not, is the expert's best
+  label for a real input.
 
 and three more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
 (`SeedProfile`), so the thresholds adapt to each expert and task (shape and labels only when the seeds show two
