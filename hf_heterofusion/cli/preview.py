@@ -9,12 +9,11 @@ them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.prepare import prepare
-from hf_heterofusion.teacher.filters import mean_excess
+from hf_heterofusion.teacher.filters import least_token_prob, mean_excess
 from hf_heterofusion.teacher.labeller import release_resident
 from hf_heterofusion.teacher.run import judge_source
 
@@ -56,7 +55,7 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
             text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
             notes = [] if (gain := mean_excess(gen)) is None else [f"gain {gain:+.2f}"]
             if cfg.teacher_min_token_prob is not None and gen.token_logprobs:  # what the `unsure` filter judges
-                notes.append(f"least token p {math.exp(min(gen.token_logprobs)):.2f}")
+                notes.append(f"least token p {least_token_prob(gen):.2f}")
             lines.append(f"  [{reason or 'kept'}] ({prompt.origin}) {_short(text)!r} -> {_short(gen.text)!r}"
                          + (f" ({', '.join(notes)})" if notes else ""))
         blocks.append("\n".join(lines))

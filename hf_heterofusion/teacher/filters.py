@@ -78,10 +78,13 @@ def drop_reason(g: Generation, cfg: FusionConfig) -> str | None:
     return None
 
 
+def least_token_prob(g: Generation) -> float:
+    """The probability of the answer's least likely token (its end included) under the expert."""
+    return math.exp(min(g.token_logprobs) if g.token_logprobs else g.mean_logprob)  # mean: cached before per-token
+
+
 def is_unsure(g: Generation, min_prob: float) -> bool:
-    """Some token of the answer (its end included) had probability below `min_prob` under the expert."""
-    lowest = min(g.token_logprobs) if g.token_logprobs else g.mean_logprob  # answers cached before per-token log-probs
-    return lowest < math.log(min_prob)
+    return least_token_prob(g) < min_prob
 
 
 def mean_excess(g: Generation) -> float | None:
@@ -162,4 +165,5 @@ class SeedProfile:
                 "seed_excess_by_kind": {k: round(v, 4) for k, v in self.kind_excess}}
 
 
-__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "is_unsure", "mean_excess"]
+__all__ = ["FILTERS", "ON_TASK_FILTERS", "SeedProfile", "drop_reason", "is_degenerate", "is_unsure", "least_token_prob",
+           "mean_excess"]
