@@ -79,6 +79,12 @@ METHOD_LABELS = {
     "sft_sure_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_sure98_bal": "SFT on teacher rows, balanced; synthesized rows the expert is unsure of dropped (p < 0.98)",
     "sft_sure98_placebo_bal": "the row above with a placebo teacher (B = 0)",
+    "sft_sure_kinds_bal": "sft_sure_bal, and within a task every answer kind a labelled row shows drawn alike",
+    "sft_sure_kinds_placebo_bal": "the row above with a placebo teacher (B = 0)",
+    "sft_spare_bal": "sft_sure_bal, hesitant `none` answers kept (teacher_unsure_spares: [none])",
+    "sft_spare_placebo_bal": "the row above with a placebo teacher (B = 0)",
+    "sft_spare_kinds_bal": "sft_sure_kinds_bal, hesitant `none` answers kept (teacher_unsure_spares: [none])",
+    "sft_spare_kinds_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
@@ -103,6 +109,14 @@ DISTILL = {
     "sft_sure_placebo_bal": {"teacher_min_token_prob": 0.9},
     "sft_sure98_bal": {"teacher_min_token_prob": 0.98},
     "sft_sure98_placebo_bal": {"teacher_min_token_prob": 0.98},
+    "sft_sure_kinds_bal": {"teacher_min_token_prob": 0.9, "replay_balance": "task_answer"},
+    "sft_sure_kinds_placebo_bal": {"teacher_min_token_prob": 0.9, "replay_balance": "task_answer"},
+    "sft_spare_bal": {"teacher_min_token_prob": 0.9, "teacher_unsure_spares": ["none"]},
+    "sft_spare_placebo_bal": {"teacher_min_token_prob": 0.9, "teacher_unsure_spares": ["none"]},
+    "sft_spare_kinds_bal": {"teacher_min_token_prob": 0.9, "teacher_unsure_spares": ["none"],
+                            "replay_balance": "task_answer"},
+    "sft_spare_kinds_placebo_bal": {"teacher_min_token_prob": 0.9, "teacher_unsure_spares": ["none"],
+                                    "replay_balance": "task_answer"},
     "sft_auto_bal": {"step_selection": "held_out"},
     "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
                           "step_selection": "held_out"},
@@ -116,7 +130,9 @@ BALANCED = ("sft_teacher_bal", "hf_teacher_bal", "hf_teacher_placebo_bal", *DIST
 TEACHER_METHODS = ("sft_teacher", "hf_teacher", "hf_teacher_placebo", *BALANCED)
 PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_placebo_bal", "sft_teacher_placebo_bal",
                    "sft_kinds_placebo_bal", "sft_steer_placebo_bal", "sft_para_placebo_bal",
-                   "sft_mix_placebo_bal", "sft_sure_placebo_bal", "sft_sure98_placebo_bal")
+                   "sft_mix_placebo_bal", "sft_sure_placebo_bal", "sft_sure98_placebo_bal",
+                   "sft_sure_kinds_placebo_bal",
+                   "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal")
 # method -> per-source keys it changes (the synthesis recipe before the on-task work: the source base writes)
 SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"}}
 # placebo -> the method it controls
@@ -124,7 +140,9 @@ CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_tea
                  "sft_full_placebo_bal": "sft_kd_skill_anchor_bal", "sft_teacher_placebo_bal": "sft_teacher_bal",
                  "sft_kinds_placebo_bal": "sft_kinds_bal", "sft_steer_placebo_bal": "sft_steer_bal",
                  "sft_para_placebo_bal": "sft_para_bal", "sft_mix_placebo_bal": "sft_mix_bal",
-                 "sft_sure_placebo_bal": "sft_sure_bal", "sft_sure98_placebo_bal": "sft_sure98_bal"}
+                 "sft_sure_placebo_bal": "sft_sure_bal", "sft_sure98_placebo_bal": "sft_sure98_bal",
+                 "sft_sure_kinds_placebo_bal": "sft_sure_kinds_bal", "sft_spare_kinds_placebo_bal": "sft_spare_kinds_bal",
+                 "sft_spare_placebo_bal": "sft_spare_bal"}
 
 
 @dataclass

@@ -202,6 +202,10 @@ class FusionConfig(BaseModel):
         "expert's greedy answer had probability below this (e.g. 0.9): on a written prompt off its task the expert "
         "hesitates, and its hesitant answers are mostly wrong (`Beth and Charlie are married.` -> `works_for: Beth, "
         "Charlie`); `null` keeps them. Prompts you give are never judged by it.")
+    teacher_unsure_spares: list[str] = Field(
+        default_factory=list, description="Answer kinds (the answer's words that its prompt lacks: `none`, "
+        "`works_for`) that `teacher_min_token_prob` never drops: a hesitant `none` on a written prompt is mostly "
+        "right where a hesitant relation is mostly wrong (e.g. `[none]`).")
     teacher_min_excess_ratio: float = Field(
         default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
         "log-prob gain over the expert's base is at least this x the seeds' median gain.")
@@ -294,6 +298,9 @@ class FusionConfig(BaseModel):
         if self.teacher == "none" and (self.teacher_kd_weight or self.teacher_token_weighting != "none"):
             raise ValueError("`teacher_kd_weight` and `teacher_token_weighting` distil the source teachers' answers: "
                              "set `teacher: sources` (with each source's `base_model`) or turn them off")
+        if self.teacher_unsure_spares and self.teacher_min_token_prob is None:
+            raise ValueError("`teacher_unsure_spares` exempts answer kinds from `teacher_min_token_prob`, which is "
+                             "unset: set it (e.g. 0.9) or remove `teacher_unsure_spares`")
         if self.replay is None and self.max_steps != 0 and self.teacher == "none":
             raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
         return self

@@ -30,6 +30,7 @@ def test_the_users_keys_win_over_the_teacher_defaults():
     ({"teacher_token_weighting": "skill"}, "set `teacher: sources`"),
     ({"teacher": "sources", "teacher_topk": 0}, "`teacher_topk` must be greater than or equal to 1"),
     ({"step_selection": "best"}, "`step_selection` must be 'none' or 'held_out'"),
+    ({"teacher_unsure_spares": ["none"]}, "`teacher_unsure_spares` exempts answer kinds from"),
 ])
 def test_new_keys_fail_in_one_line(change, message):
     with pytest.raises(ConfigError) as err:

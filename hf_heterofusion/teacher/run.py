@@ -117,7 +117,8 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
         if reason is None and profile is not None and p.origin == "synthesized":
             reason = profile.drop_reason(g, prompt_text(p.prompt))
         if reason is None and p.origin == "synthesized" and cfg.teacher_min_token_prob is not None \
-                and is_unsure(g, cfg.teacher_min_token_prob):
+                and is_unsure(g, cfg.teacher_min_token_prob) \
+                and answer_kind(g.text, prompt_text(p.prompt)) not in cfg.teacher_unsure_spares:
             reason = UNSURE_FILTER
         reasons.append(reason if reason or real else DISCRIMINATOR_FILTER)
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)

@@ -13,6 +13,7 @@ from hf_heterofusion.cli.main import main
 from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.constants import TEACHER_REPLAY_NAME
 from hf_heterofusion.data.generation import Generation
+from hf_heterofusion.data.replay import answer_kind, prompt_text
 from hf_heterofusion.errors import TeacherKeptLittleWarning
 from hf_heterofusion.pipeline import fuse
 from hf_heterofusion.prepare import prepare
@@ -352,6 +353,23 @@ def test_unsure_answers_on_synthesized_prompts_are_dropped_and_counted(teach_con
     else:
         assert stats["dropped"]["unsure"] >= 1 and not any(r.origin == "synthesized" for r in result.rows)
         assert "unsure" in {s["reason"] for s in stats["dropped_samples"]}
+
+
+@pytest.mark.integration
+def test_spared_answer_kinds_pass_the_unsure_filter_and_the_others_do_not(teach_config, cache):
+    """Sparing one kind of the unsure random expert's answers keeps exactly the synthesized rows of that kind."""
+    def synthesized_kinds(**switches):
+        cfg = teach_config(teacher_on_task_filter=False, source={"synthesize": 4, "synthesizer": "target"},
+                           **switches)
+        result = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+        kinds = [answer_kind(r.response, prompt_text(r.prompt)) for r in result.rows if r.origin == "synthesized"]
+        return kinds, result.report["sources"][0]["dropped"]
+
+    every, _ = synthesized_kinds()
+    spared = every[0]
+    kept, dropped = synthesized_kinds(teacher_min_token_prob=0.5, teacher_unsure_spares=[spared])
+    assert kept == [k for k in every if k == spared]
+    assert dropped["unsure"] == len(every) - len(kept)
 
 
 @pytest.mark.integration
