@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .methods import METHOD_LABELS
 from .regimes import REGIME_TITLES
-from .run import METHOD_LABELS
 
 
 def write_all(results: dict[str, Any], out: Path, *, chart: bool = True) -> dict[str, Path]:

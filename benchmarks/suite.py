@@ -21,10 +21,11 @@ import torch
 from hf_heterofusion.examples.synthetic import score
 
 from .grid import GRIDS, Grid, with_steps
+from .methods import DETERMINISTIC
 from .models import cache_root
 from .perf import run_perf
 from .report import write_all
-from .run import DETERMINISTIC, methods_for, setup, steps
+from .run import methods_for, setup, steps
 from .stats import loso_agreement, paired_table, summarise_regime
 from .tuning import attempt, cached_run, run_loso, run_regime
 

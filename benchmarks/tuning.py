@@ -29,19 +29,9 @@ import torch
 from hf_heterofusion.method.budget import RULES as BUDGET_RULES
 from hf_heterofusion.teacher.filters import ON_TASK_FILTERS, ON_TASK_RULES
 
+from .methods import CONTROLLED_BY, DETERMINISTIC, DISTILL, MERGES, SFT_LIKE, TEACHER_METHODS
 from .regimes import RegimeData
-from .run import (
-    CONTROLLED_BY,
-    DETERMINISTIC,
-    DISTILL,
-    MERGES,
-    RUNNERS,
-    SFT_LIKE,
-    TEACHER_METHODS,
-    Bench,
-    methods_for,
-    unavailable,
-)
+from .run import RUNNERS, Bench, methods_for, unavailable
 
 
 logger = logging.getLogger(__name__)

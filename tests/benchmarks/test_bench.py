@@ -16,16 +16,9 @@ from safetensors.torch import load_file
 from benchmarks import baselines, features, models, stats
 from benchmarks.features import Features
 from benchmarks.grid import FULL, QUICK, REDUCED, REGIMES
+from benchmarks.methods import CONTROLLED_BY, DETERMINISTIC, TEACHER_METHODS
 from benchmarks.regimes import build_regime, labelled_rows, seed_rows
-from benchmarks.run import (
-    CONTROLLED_BY,
-    DETERMINISTIC,
-    TEACHER_METHODS,
-    Bench,
-    fusion_config,
-    methods_for,
-    steps,
-)
+from benchmarks.run import Bench, fusion_config, methods_for, steps
 from benchmarks.tuning import ablation_value, choose_lr, next_lr, run_key
 from benchmarks.zoo import make_splits
 
