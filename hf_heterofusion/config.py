@@ -202,8 +202,8 @@ class FusionConfig(BaseModel):
         "expert's greedy answer had probability below this (e.g. 0.9): on a written prompt off its task the expert "
         "hesitates, and its hesitant answers are mostly wrong (`Beth and Charlie are married.` -> `works_for: Beth, "
         "Charlie`); `null` keeps them. Prompts you give are never judged by it.")
-    teacher_unsure_spares: list[str] = Field(
-        default_factory=list, description="Answer kinds (the answer's words that its prompt lacks: `none`, "
+    teacher_unsure_spares: tuple[str, ...] = Field(  # a tuple: mergekit hashes its method's parameters
+        default=(), description="Answer kinds (the answer's words that its prompt lacks: `none`, "
         "`works_for`) that `teacher_min_token_prob` never drops: a hesitant `none` on a written prompt is mostly "
         "right where a hesitant relation is mostly wrong (e.g. `[none]`).")
     teacher_min_excess_ratio: float = Field(
