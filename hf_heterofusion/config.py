@@ -45,6 +45,11 @@ def _ratio_from_fraction(value: Any) -> Any:
     return ratio
 
 
+def _kinds_from_text(value: Any) -> Any:
+    """`none, works_for` -> (`none`, `works_for`): a mergekit YAML takes single values only (a list is a gradient)."""
+    return tuple(k.strip() for k in value.split(",") if k.strip()) if isinstance(value, str) else value
+
+
 class SourceSpec(BaseModel):
     """One source expert: a LoRA adapter trained on another base (whose weights are never loaded)."""
 
@@ -202,10 +207,12 @@ class FusionConfig(BaseModel):
         "expert's greedy answer had probability below this (e.g. 0.9): on a written prompt off its task the expert "
         "hesitates, and its hesitant answers are mostly wrong (`Beth and Charlie are married.` -> `works_for: Beth, "
         "Charlie`); `null` keeps them. Prompts you give are never judged by it.")
-    teacher_unsure_spares: tuple[str, ...] = Field(  # a tuple: mergekit hashes its method's parameters
+    # a tuple: mergekit hashes its method's parameters
+    teacher_unsure_spares: Annotated[tuple[str, ...], BeforeValidator(_kinds_from_text)] = Field(
         default=(), description="Answer kinds (the answer's words that its prompt lacks: `none`, "
         "`works_for`) that `teacher_min_token_prob` never drops: a hesitant `none` on a written prompt is mostly "
-        "right where a hesitant relation is mostly wrong (e.g. `[none]`).")
+        "right where a hesitant relation is mostly wrong. A list, or one comma-separated string (`none`; the form "
+        "a mergekit YAML takes).")
     teacher_min_excess_ratio: float = Field(
         default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
         "log-prob gain over the expert's base is at least this x the seeds' median gain.")

@@ -42,3 +42,11 @@ def test_max_steps_auto_selects_the_step():
     assert FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps="auto")).selects_step
     assert FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps=5, step_selection="held_out")).selects_step
     assert not FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", max_steps=5)).selects_step
+
+
+@pytest.mark.parametrize(("given", "kinds"), [(["none"], ("none",)), ("none, works_for", ("none", "works_for")),
+                                              ("none", ("none",))])
+def test_spared_kinds_are_a_list_or_the_comma_separated_string_a_mergekit_yaml_takes(given, kinds):
+    cfg = FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", teacher_min_token_prob=0.9,
+                                         teacher_unsure_spares=given))
+    assert cfg.teacher_unsure_spares == kinds
