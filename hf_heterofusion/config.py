@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hf_heterofusion.errors import ConfigError
 
@@ -207,8 +216,9 @@ class FusionConfig(BaseModel):
         "expert's greedy answer had probability below this (e.g. 0.9): on a written prompt off its task the expert "
         "hesitates, and its hesitant answers are mostly wrong (`Beth and Charlie are married.` -> `works_for: Beth, "
         "Charlie`); `null` keeps them. Prompts you give are never judged by it.")
-    # a tuple: mergekit hashes its method's parameters
-    teacher_unsure_spares: Annotated[tuple[str, ...], BeforeValidator(_kinds_from_text)] = Field(
+    # A tuple (mergekit hashes its method's parameters), written back as one string (its YAML takes no lists).
+    teacher_unsure_spares: Annotated[tuple[str, ...], BeforeValidator(_kinds_from_text),
+                                     PlainSerializer(", ".join, return_type=str)] = Field(
         default=(), description="Answer kinds (the answer's words that its prompt lacks: `none`, "
         "`works_for`) that `teacher_min_token_prob` never drops: a hesitant `none` on a written prompt is mostly "
         "right where a hesitant relation is mostly wrong. A list, or one comma-separated string (`none`; the form "

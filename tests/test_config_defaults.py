@@ -50,3 +50,5 @@ def test_spared_kinds_are_a_list_or_the_comma_separated_string_a_mergekit_yaml_t
     cfg = FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", teacher_min_token_prob=0.9,
                                          teacher_unsure_spares=given))
     assert cfg.teacher_unsure_spares == kinds
+    dumped = cfg.model_dump(mode="json")["teacher_unsure_spares"]  # what a mergekit YAML can hold, read back alike
+    assert isinstance(dumped, str) and FusionConfig.from_mapping(cfg.model_dump(mode="json")) == cfg

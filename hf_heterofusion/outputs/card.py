@@ -115,7 +115,7 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value)
-    return str(value)
+    return str(value) or "not set"  # an empty setting (`teacher_unsure_spares: ""`): not a blank cell
 
 
 def _sample(value: Any, width: int = 100) -> str:
