@@ -17,7 +17,8 @@ Synthesized prompts can pass one more, off by default (`teacher_min_token_prob`)
   (real Gemma-3 works-for expert, benchmark v8: of its relations found on written prompts, 20 of 34 were right
   where the least likely token had p >= 0.9, 3 of 37 below: `Steve is on vacation.` -> `works_for: Steve, Steve`
   at p 0.80). Prompts the user gives are not judged by it: there the answer, sure or not, is the expert's best
-  label for a real input.
+  label for a real input. `teacher_unsure_spares` names answer kinds (`answer_kind`: `none`) it never drops: a
+  hesitant `none` was mostly right (benchmark v9 measures keeping them; off by default).
 
 and three more (`teacher_on_task_filter`), against what the expert does on its own seed prompts
 (`SeedProfile`), so the thresholds adapt to each expert and task (shape and labels only when the seeds show two
