@@ -19,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_heterofusion.config import FusionConfig, hypernet_parameters, next_power_of_two
+from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.replay import ReplayData, read_replay
 from hf_heterofusion.data.safetensors_header import (
     HeaderError,
@@ -41,6 +41,7 @@ from hf_heterofusion.method.align import AlignmentPlan, match_modules, plan_alig
 from hf_heterofusion.method.fusion import ModuleGroup, build_groups
 from hf_heterofusion.method.rank import refactor_rank
 from hf_heterofusion.method.roles import SUPPORTED_TARGET_FAMILIES
+from hf_heterofusion.method.transfer_net import hypernet_parameters, next_power_of_two
 from hf_heterofusion.teacher.plan import TeacherPlan, plan_teaching
 
 

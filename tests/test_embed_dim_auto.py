@@ -3,7 +3,8 @@
 
 import pytest
 
-from hf_heterofusion.config import FusionConfig, hypernet_parameters
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.method.transfer_net import hypernet_parameters
 from hf_heterofusion.outputs.sizing import target_parameters
 from hf_heterofusion.prepare import _auto_embed_dim, prepare
 

@@ -13,11 +13,27 @@ Gaussian) applied to the encoder outputs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def hypernet_parameters(rank: int, block_size: int, embed_dim: int, max_positions: int, *, sources: int = 1,
+                        position_mode: str = "concat") -> int:
+    """Closed-form parameter count of one transfer net (one role), used by the dry run and the report."""
+    br, e = block_size * rank, embed_dim
+    encoder = 2 * br + 2 * (e * br + e) + (rank * (e // 4) + e // 4) + (e // 4 * e + e) + 2 * e
+    attention = 4 * (e * e + e)
+    decoder = (e * e + e) + (e * br + br)
+    positions = max_positions * e + (sources * e if position_mode == "per_source" else 0)
+    return encoder + attention + decoder + positions
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
 @dataclass(frozen=True)

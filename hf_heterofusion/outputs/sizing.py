@@ -12,9 +12,9 @@ import sys
 import warnings
 from typing import TYPE_CHECKING
 
-from hf_heterofusion.config import hypernet_parameters, next_power_of_two
 from hf_heterofusion.data.safetensors_header import checkpoint_header
 from hf_heterofusion.errors import HeteroFusionWarning
+from hf_heterofusion.method.transfer_net import hypernet_parameters, next_power_of_two
 
 
 if TYPE_CHECKING:

@@ -1,8 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 import torch
 
-from hf_heterofusion.config import hypernet_parameters
-from hf_heterofusion.method.transfer_net import HeteroFusionTransferNet, TransferNetConfig, rdm_regulariser
+from hf_heterofusion.method.transfer_net import (
+    HeteroFusionTransferNet,
+    TransferNetConfig,
+    hypernet_parameters,
+    rdm_regulariser,
+)
 
 
 def _net(**kw):
