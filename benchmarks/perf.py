@@ -30,10 +30,11 @@ import torch
 
 import hf_heterofusion.method.train as train_mod
 import hf_heterofusion.pipeline as pipeline_mod
-from hf_heterofusion.config import FusionConfig, hypernet_parameters
+from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.replay import load_replay
 from hf_heterofusion.examples import experts
 from hf_heterofusion.method.fusion import FusionModel
+from hf_heterofusion.method.transfer_net import hypernet_parameters
 from hf_heterofusion.outputs.sizing import HypernetSizeWarning
 from hf_heterofusion.pipeline import fit
 from hf_heterofusion.prepare import prepare

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from hf_heterofusion.config import FusionConfig, hypernet_parameters
+from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.method.transfer_net import hypernet_parameters
 from hf_heterofusion.outputs.memory import LLAMA3_8B, estimate_from_config
 from hf_heterofusion.pipeline import fit
 

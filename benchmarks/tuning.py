@@ -84,6 +84,9 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
         "pool": None if method in ("reference", "anchor", "sft") else regime.pool, "regime": regime_id,
         "models": [str(bench.target_dir), str(bench.source_dir)],
         "experts": [str(bench.anchor), *map(str, bench.task_experts.values()), *map(str, bench.noise_experts.values())],
+        # CPU kernels sum in a thread-dependent order, so scores move with the thread count (README v10): a run
+        # made with another count is not reused
+        "threads": torch.get_num_threads(),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
