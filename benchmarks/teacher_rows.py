@@ -8,7 +8,10 @@ Per source task of the rows (the `source` field the teacher stage writes), three
   small base writing them for `synthesize`;
 * `none`: answers that are `none`;
 * `grounded` (extraction tasks): answers other than `none` whose every argument occurs in the prompt. An
-  extraction answer that names something absent from its prompt is made up, whatever the gold label would be.
+  extraction answer that names something absent from its prompt is made up, whatever the gold label would be;
+* `phrasings` (relation tasks): rows per wording of the task's test sentences (`synthetic.PHRASINGS`; `other`:
+  none of them). A wording no row shows is one the target is never taught (benchmark v7-v10: works-for's `Y hired
+  X.` and `X joined Y in Z.`).
 
 It reads nothing but the rows, so it judges a teacher's output on prompts that have no gold answer.
 """
@@ -21,11 +24,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from hf_heterofusion.examples.synthetic import NONE_ANSWER, get_task, parse_answer
+from hf_heterofusion.examples.synthetic import NONE_ANSWER, PHRASINGS, get_task, parse_answer
+
+from .phrasings import patterns, phrasing_of
 
 
 def row_stats(rows: Iterable[Mapping[str, str]], vocab: str = "full") -> dict[str, dict[str, float | int]]:
-    """Per source task: `rows`, and `lexicon` / `none` / `grounded` as percentages (`grounded`: extraction only)."""
+    """Per source task: `rows`, and `lexicon` / `none` / `grounded` as percentages (`grounded`: extraction only);
+    for a relation task also `phrasings`, rows per wording."""
     by_task: dict[str, list[Mapping[str, str]]] = defaultdict(list)
     for row in rows:
         by_task[row["source"]].append(row)
@@ -42,6 +48,12 @@ def row_stats(rows: Iterable[Mapping[str, str]], vocab: str = "full") -> dict[st
         }
         if task.kind == "extraction" and answered:
             stats["grounded"] = 100.0 * sum(_grounded(r) for r in answered) / len(answered)
+        if name in PHRASINGS:
+            table = patterns(name)
+            counts = dict.fromkeys([*(wording for wording, _ in table), "other"], 0)
+            for r in group:  # the sentence after the task's cue (`Works-for relations in: `)
+                counts[phrasing_of(r["prompt"].split(": ", 1)[-1], table)] += 1
+            stats["phrasings"] = counts  # type: ignore[assignment]
         out[name] = stats
     return out
 
@@ -63,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for task, s in row_stats(json.loads(line) for line in lines if line.strip()).items():
             grounded = f"  grounded {s['grounded']:5.1f} %" if "grounded" in s else ""
             print(f"  {task:20s} {s['rows']:4d} rows  lexicon {s['lexicon']:5.1f} %  none {s['none']:5.1f} %{grounded}")
+            if "phrasings" in s:
+                print("    " + ", ".join(f"`{wording}` {n}" for wording, n in s["phrasings"].items()))
     return 0
 
 

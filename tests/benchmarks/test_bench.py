@@ -468,6 +468,16 @@ def test_teacher_row_stats_flag_made_up_arguments_and_foreign_prompts(capsys, tm
     assert loc["rows"] == 4 and loc["lexicon"] == 50.0 and loc["none"] == 25.0
     assert loc["grounded"] == pytest.approx(100.0 / 3)
     assert stats["sentiment"] == {"rows": 1, "lexicon": 0.0, "none": 0.0}  # classification: no `grounded`
+    works = teacher_rows.row_stats([
+        {"source": "relation_works_for", "prompt": "Works-for relations in: Hooli hired Ann.\n",
+         "response": "works_for: Ann, Hooli"},
+        {"source": "relation_works_for", "prompt": "Works-for relations in: Ann works for Hooli.\n",
+         "response": "works_for: Ann, Hooli"},
+        {"source": "relation_works_for", "prompt": "Works-for relations in: Ann loves her job at Hooli.\n",
+         "response": "works_for: Ann, Hooli"},
+    ])["relation_works_for"]["phrasings"]
+    assert works["{org} hired {person}."] == works["{person} works for {org}."] == works["other"] == 1
+    assert works["{person} joined {org} in {loc}."] == 0 and sum(works.values()) == 3
     path = tmp_path / "teacher_replay.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert teacher_rows.main([str(path)]) == 0
