@@ -28,7 +28,9 @@ def patterns(task: str) -> list[tuple[str, re.Pattern[str]]]:
     out = []
     for group in PHRASINGS[task]:
         for template in group:
-            body = re.sub(r"\\\{(\w+)\\\}", r"[\\w' -]+?", re.escape(template))
+            # a slot is a name: capitalised words (every lexicon name is), so free text such as `He hired a
+            # lawyer at Initech.` is not read as `{org} hired {person}.`
+            body = re.sub(r"\\\{(\w+)\\\}", r"[A-Z][\\w'-]*(?: [A-Z][\\w'-]*)*", re.escape(template))
             out.append((template, re.compile(rf"(?:^|: ){body}\s*$")))
     return out
 

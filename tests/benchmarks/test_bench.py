@@ -475,9 +475,11 @@ def test_teacher_row_stats_flag_made_up_arguments_and_foreign_prompts(capsys, tm
          "response": "works_for: Ann, Hooli"},
         {"source": "relation_works_for", "prompt": "Works-for relations in: Ann loves her job at Hooli.\n",
          "response": "works_for: Ann, Hooli"},
+        {"source": "relation_works_for", "prompt": "Works-for relations in: He hired a lawyer at Hooli.\n",
+         "response": "none"},  # free text in a wording's words: slots are names, so not `{org} hired {person}.`
     ])["relation_works_for"]["phrasings"]
-    assert works["{org} hired {person}."] == works["{person} works for {org}."] == works["other"] == 1
-    assert works["{person} joined {org} in {loc}."] == 0 and sum(works.values()) == 3
+    assert works["{org} hired {person}."] == works["{person} works for {org}."] == 1 and works["other"] == 2
+    assert works["{person} joined {org} in {loc}."] == 0 and sum(works.values()) == 4
     path = tmp_path / "teacher_replay.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert teacher_rows.main([str(path)]) == 0
