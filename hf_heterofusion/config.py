@@ -139,6 +139,10 @@ class FusionConfig(BaseModel):
     # --- training (paper §2.6) ------------------------------------------------------------------------------------
     lr: float = Field(default=5e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(default=0.01, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(
+        default=None, gt=0.0, description="Clip the gradient's total norm to this before each optimiser step "
+        "(transformers' Trainer uses 1.0); unset: no clipping, as the paper trains (a fit at the edge of its lr can "
+        "blow up: README v10).")
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
     warmup_start: Literal["zero", "first_step"] = Field(
         default="zero", description="`zero`: the first warmup step runs at lr 0 (transformers' schedule, the "

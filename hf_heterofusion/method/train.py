@@ -123,6 +123,8 @@ def train(
                 continue
             first_index = w * cfg.gradient_accumulation_steps
             record = _run_window(fusion_p, model, window, cfg, acc, epoch, first_index)
+            if cfg.max_grad_norm is not None:  # the norm before clipping: a spike shows in the loss curve's record
+                record["grad_norm"] = float(acc.clip_grad_norm_(fusion_p.parameters(), cfg.max_grad_norm))
             optimizer_p.step()
             scheduler.step()
             optimizer_p.zero_grad(set_to_none=True)
