@@ -87,6 +87,8 @@ class TrainingReport:
     signals: Mapping[str, Any] | None = None
     # `max_steps: auto`: the held-out curve and the step whose adapter was kept.
     budget: Mapping[str, Any] | None = None
+    # The loss over the last tenth of the steps against its lowest stretch of that length (`loss_stretches`).
+    loss_stretch: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,23 @@ def _module_rank(adapter: LoraAdapter) -> int:
     return adapter.modules[0].rank if adapter.modules else adapter.rank
 
 
+def loss_stretches(losses: Sequence[Mapping[str, float]]) -> dict[str, Any] | None:
+    """Mean loss of the last tenth of the steps and of the lowest stretch of as many consecutive steps.
+
+    One step's loss is one batch's and jumps between batches; a stretch's mean does not. A fit that blew up (benchmark
+    v10: 0.2 for a stretch, then 9 and never back) ends far above its lowest stretch; a healthy one ends near it.
+    None under 10 steps.
+    """
+    if len(losses) < 10:
+        return None
+    width = len(losses) // 10
+    values = [float(r["loss"]) for r in losses]
+    means = [sum(values[i:i + width]) / width for i in range(len(values) - width + 1)]
+    low = min(range(len(means)), key=means.__getitem__)
+    return {"steps": width, "last": means[-1], "lowest": means[low],
+            "lowest_from": int(losses[low]["step"]), "lowest_to": int(losses[low + width - 1]["step"])}
+
+
 def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int, timings: dict, *,
                  teacher: Mapping[str, Any] | None = None,
                  replay_balance: Mapping[str, Any] | None = None,
@@ -259,7 +278,7 @@ def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int,
             micro_steps=result.micro_steps if result else 0,
             resumed_from_step=result.resumed_from if result else None,
             losses=losses, final_loss=losses[-1]["loss"] if losses else None, replay_balance=replay_balance,
-            signals=signals, budget=budget,
+            signals=signals, budget=budget, loss_stretch=loss_stretches(losses),
         ),
         timings={k: round(v, 3) for k, v in timings.items()},
         versions=versions(),

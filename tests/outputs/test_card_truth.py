@@ -27,7 +27,7 @@ NETS_CLAIMS = ("Only the transfer networks", "target-basis preservation", "Trans
 
 def _card(tmp_path: Path, report) -> str:
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(parents=True)
     (out / "fusion_report.json").write_text(report.dumps(), encoding="utf-8")
     return write_card(out).read_text(encoding="utf-8")
 
@@ -122,3 +122,28 @@ def test_card_states_the_distillation_and_the_selected_step(fixture_zoo, replay_
     assert f"{signals['anchor_rows']} anchor-task rows distilled" in text
     assert f"kept the adapter of step {budget['chosen_step']} of {budget['total_steps']}" in text
     assert "(of the last step; the adapter is step" in text and "\n- **Time:**" in text
+
+
+def test_card_shows_a_loss_that_ended_far_above_its_best_stretch(make_config, tmp_path):
+    """A blown-up fit (benchmark v10, seed 7: ~0.2 for a stretch, then ~9 and never back) is named on the card; a
+    healthy curve gets the same two means and no alarm; under 10 steps the card says nothing more than before."""
+    import dataclasses
+
+    from hf_heterofusion.outputs.report import loss_stretches
+
+    report = fit(make_config(trainer="lora", max_steps=2), show_progress=False).report
+    assert report.training.loss_stretch is None and "consecutive steps" not in _card(tmp_path / "short", report)
+
+    def card_for(values: list[float], where: str) -> str:
+        losses = tuple({"step": i + 1, "loss": v} for i, v in enumerate(values))
+        training = dataclasses.replace(report.training, losses=losses, final_loss=values[-1],
+                                       loss_stretch=loss_stretches(losses))
+        return _card(tmp_path / where, dataclasses.replace(report, training=training))
+
+    healthy = [2.0 / (1 + i) for i in range(20)]
+    assert loss_stretches([{"step": i + 1, "loss": v} for i, v in enumerate(healthy)])["lowest_from"] == 19
+    text = card_for(healthy, "healthy")
+    assert "lowest mean of 2 consecutive steps 0.1026 (steps 19-20)" in text and "blew up" not in text
+    text = card_for([0.2] * 10 + [9.0] * 10, "blown")
+    assert "mean of the last 2 steps 9" in text and "lowest mean of 2 consecutive steps 0.2 (steps 1-2)" in text
+    assert "a sign the fit blew up (try `max_grad_norm: 1.0` or a lower `lr`)" in text
