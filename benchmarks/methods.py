@@ -47,9 +47,9 @@ METHOD_LABELS = {
     "sft_spare_bal": "sft_sure_bal, hesitant `none` answers kept (teacher_unsure_spares: [none])",
     "sft_spare_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_spare_kinds_bal": "sft_sure_kinds_bal, hesitant `none` answers kept (teacher_unsure_spares: [none])",
+    "sft_spare_kinds_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_clip_bal": "sft_teacher_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
     "sft_sure_clip_bal": "sft_sure_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
-    "sft_spare_kinds_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }

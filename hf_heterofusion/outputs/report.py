@@ -216,6 +216,9 @@ def _module_rank(adapter: LoraAdapter) -> int:
     return adapter.modules[0].rank if adapter.modules else adapter.rank
 
 
+BLOW_UP_RATIO, BLOW_UP_MARGIN = 3.0, 0.1  # `loss_stretches`: last stretch > ratio x lowest + margin
+
+
 def loss_stretches(losses: Sequence[Mapping[str, float]]) -> dict[str, Any] | None:
     """Mean loss of the last tenth of the steps and of the lowest stretch of as many consecutive steps.
 
@@ -230,7 +233,10 @@ def loss_stretches(losses: Sequence[Mapping[str, float]]) -> dict[str, Any] | No
     means = [sum(values[i:i + width]) / width for i in range(len(values) - width + 1)]
     low = min(range(len(means)), key=means.__getitem__)
     return {"steps": width, "last": means[-1], "lowest": means[low],
-            "lowest_from": int(losses[low]["step"]), "lowest_to": int(losses[low + width - 1]["step"])}
+            "lowest_from": int(losses[low]["step"]), "lowest_to": int(losses[low + width - 1]["step"]),
+            # set by hand; of benchmark v10's 22 fits only the blown-up one crossed it (3.31 against 0.18), the
+            # other 21 ended at 1.0-1.6x their lowest stretch
+            "blew_up": means[-1] > BLOW_UP_RATIO * means[low] + BLOW_UP_MARGIN}
 
 
 def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int, timings: dict, *,
