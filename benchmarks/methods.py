@@ -50,6 +50,7 @@ METHOD_LABELS = {
     "sft_spare_kinds_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_clip_bal": "sft_teacher_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
     "sft_sure_clip_bal": "sft_sure_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
+    "sft_clip_placebo_bal": "sft_clip_bal with a placebo teacher (B = 0)",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
@@ -84,6 +85,7 @@ DISTILL = {
                                     "replay_balance": "task_answer"},
     "sft_clip_bal": {"max_grad_norm": 1.0},
     "sft_sure_clip_bal": {"teacher_min_token_prob": 0.9, "max_grad_norm": 1.0},
+    "sft_clip_placebo_bal": {"max_grad_norm": 1.0},
     "sft_auto_bal": {"step_selection": "held_out"},
     "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
                           "step_selection": "held_out"},
@@ -99,7 +101,7 @@ PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_pla
                    "sft_kinds_placebo_bal", "sft_steer_placebo_bal", "sft_para_placebo_bal",
                    "sft_mix_placebo_bal", "sft_sure_placebo_bal", "sft_sure98_placebo_bal",
                    "sft_sure_kinds_placebo_bal",
-                   "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal")
+                   "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal", "sft_clip_placebo_bal")
 # method -> per-source keys it changes (the synthesis recipe before the on-task work: the source base writes)
 SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"}}
 # placebo -> the method it controls
@@ -109,4 +111,4 @@ CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_tea
                  "sft_para_placebo_bal": "sft_para_bal", "sft_mix_placebo_bal": "sft_mix_bal",
                  "sft_sure_placebo_bal": "sft_sure_bal", "sft_sure98_placebo_bal": "sft_sure98_bal",
                  "sft_sure_kinds_placebo_bal": "sft_sure_kinds_bal", "sft_spare_kinds_placebo_bal": "sft_spare_kinds_bal",
-                 "sft_spare_placebo_bal": "sft_spare_bal"}
+                 "sft_spare_placebo_bal": "sft_spare_bal", "sft_clip_placebo_bal": "sft_clip_bal"}

@@ -21,7 +21,7 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.data.encoding import encode_replay, pad_token_id
 from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
 from hf_heterofusion.data.replay import ReplayExample, balance_tasks
-from hf_heterofusion.errors import ConfigError, HeteroFusionWarning
+from hf_heterofusion.errors import ConfigError, HeteroFusionWarning, LossBlewUpWarning
 from hf_heterofusion.files import ensure_new_output, staged_output
 from hf_heterofusion.method.ablation import source_ablation
 from hf_heterofusion.method.budget import BudgetSelector, split_for_budget
@@ -130,6 +130,7 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
     report = build_report(prepared, stats, result, len(encoded), truncated, timings,
                           teacher=taught.report if taught else None, replay_balance=balance, signals=signals,
                           budget=budget)
+    _warn_if_blew_up(report, cfg)
     if encoded and cfg.trainer == "transfer_nets":
         t2 = time.perf_counter()
         ablation = source_ablation(acc.unwrap_model(trainable), model, tokenizer, held_out or examples,
@@ -137,6 +138,18 @@ def fit(cfg: FusionConfig, *, work_dir: Path | None = None, accelerator=None, sh
                                    held_out=held_out is not None)
         report = with_ablation(report, ablation, time.perf_counter() - t2)
     return FitResult(tensors, dict(prepared.target.config), report, taught)
+
+
+def _warn_if_blew_up(report: FusionReport, cfg: FusionConfig) -> None:
+    """Said on stderr as well as in the card: a diverged fit still writes an adapter, and it is worth little."""
+    stretch = report.training.loss_stretch
+    if not stretch or not stretch["blew_up"]:
+        return
+    fix = "lower `lr`" if cfg.max_grad_norm is not None else "set `max_grad_norm: 1.0` or lower `lr`"
+    warnings.warn(f"the training loss ended at {stretch['last']:.3g} (mean of the last {stretch['steps']} steps), far "
+                  f"above its lowest stretch ({stretch['lowest']:.3g}, steps {stretch['lowest_from']}-"
+                  f"{stretch['lowest_to']}): the fit likely blew up; {fix} and run again", LossBlewUpWarning,
+                  stacklevel=3)
 
 
 def fuse(cfg: FusionConfig, out_dir: str | Path, *, overwrite: bool = False, config_yaml: str | None = None,

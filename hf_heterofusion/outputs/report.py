@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -231,12 +232,13 @@ def loss_stretches(losses: Sequence[Mapping[str, float]]) -> dict[str, Any] | No
     width = len(losses) // 10
     values = [float(r["loss"]) for r in losses]
     means = [sum(values[i:i + width]) / width for i in range(len(values) - width + 1)]
-    low = min(range(len(means)), key=means.__getitem__)
+    # a NaN or inf stretch is never the lowest, and a fit that ends in one blew up whatever came before
+    low = min(range(len(means)), key=lambda i: means[i] if math.isfinite(means[i]) else math.inf)
     return {"steps": width, "last": means[-1], "lowest": means[low],
             "lowest_from": int(losses[low]["step"]), "lowest_to": int(losses[low + width - 1]["step"]),
             # set by hand; of benchmark v10's 22 fits only the blown-up one crossed it (3.31 against 0.18), the
             # other 21 ended at 1.0-1.6x their lowest stretch
-            "blew_up": means[-1] > BLOW_UP_RATIO * means[low] + BLOW_UP_MARGIN}
+            "blew_up": not math.isfinite(means[-1]) or means[-1] > BLOW_UP_RATIO * means[low] + BLOW_UP_MARGIN}
 
 
 def build_report(prepared: PreparedFusion, stats: dict, result, n_examples: int, truncated: int, timings: dict, *,

@@ -147,3 +147,36 @@ def test_card_shows_a_loss_that_ended_far_above_its_best_stretch(make_config, tm
     text = card_for([0.2] * 10 + [9.0] * 10, "blown")
     assert "mean of the last 2 steps 9" in text and "lowest mean of 2 consecutive steps 0.2 (steps 1-2)" in text
     assert "a sign the fit blew up (try `max_grad_norm: 1.0` or a lower `lr`)" in text
+
+
+
+def test_a_fit_whose_loss_blew_up_says_so_on_stderr_too(make_config, monkeypatch):
+    """A diverged fit still writes an adapter, so the pipeline warns as well as the card. The tiny fixtures never get
+    a loss low enough to blow up from (it hovers near 5.8 at any lr), so a real fit's loss record is replaced by v10's
+    seed-7 shape; the hint names clipping only where it is off. A NaN ending counts as blown up (it compares false to
+    any threshold), and a NaN stretch is never the lowest."""
+    import dataclasses
+
+    import hf_heterofusion.pipeline as pipeline
+    from hf_heterofusion.errors import LossBlewUpWarning
+    from hf_heterofusion.outputs.report import loss_stretches
+
+    real_train = pipeline.train
+
+    def blown_up(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        curve = [0.2] * 10 + [9.0] * 10
+        return dataclasses.replace(result, losses=tuple({"step": i + 1, "loss": v} for i, v in enumerate(curve)))
+
+    monkeypatch.setattr(pipeline, "train", blown_up)
+    with pytest.warns(LossBlewUpWarning, match=r"ended at 9 \(mean of the last 2 steps\), far above its lowest "
+                                               r"stretch \(0.2, steps 1-2\): the fit likely blew up; set "
+                                               r"`max_grad_norm: 1.0` or lower `lr` and run again"):
+        report = fit(make_config(trainer="lora", max_steps=2), show_progress=False).report
+    assert report.training.loss_stretch["blew_up"]
+    with pytest.warns(LossBlewUpWarning, match=r"blew up; lower `lr` and run again"):
+        fit(make_config(trainer="lora", max_steps=2, max_grad_norm=1.0), show_progress=False)
+    monkeypatch.setattr(pipeline, "train", real_train)
+    fit(make_config(trainer="lora", max_steps=20, epochs=20, lr=1.0), show_progress=False)  # no warning: an error here
+    nan_end = [{"step": i + 1, "loss": v} for i, v in enumerate([1.0] * 18 + [float("nan")] * 2)]
+    assert loss_stretches(nan_end)["blew_up"] and loss_stretches(nan_end)["lowest"] == 1.0
