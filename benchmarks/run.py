@@ -223,9 +223,10 @@ def fusion_config(bench: Bench, regime: RegimeData, seed: int, lr: float, *, met
                      # Every answer is kept: the placebo teacher (a base without the skill) never stops within the
                      # token budget, and filtering its rows away would turn the control into "no teacher".
                      teacher_drop_truncated=False, teacher_repeat_ngram=0)
-    # Explicit for every method: `teacher: sources` has its own defaults (trainer: lora, replay_balance: task).
+    # Explicit for every method: `teacher: sources` has its own defaults (trainer: lora, replay_balance: task,
+    # max_grad_norm), and a method's name must mean the same run whatever those defaults become.
     extra.update(trainer="lora" if method in SFT_LIKE else "transfer_nets",
-                 replay_balance="task" if method in BALANCED else "none")
+                 replay_balance="task" if method in BALANCED else "none", max_grad_norm=None)
     extra.update(DISTILL.get(method, {}))
     improved = method == "hf_improved"
     return FusionConfig(

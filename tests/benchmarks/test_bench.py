@@ -282,6 +282,9 @@ def test_one_config_for_every_trained_method(tmp_path):
         assert (cfg.teacher == "sources") == (method in TEACHER_METHODS)
         assert cfg.teacher_placebo == (method == "hf_teacher_placebo")
         assert (cfg.trainer == "lora") == method.startswith("sft")
+    # a method's name means one run whatever `teacher: sources` defaults to: clipping only where a method says so
+    assert fusion_config(bench, few, 0, 1e-3, method="sft_teacher_bal").max_grad_norm is None
+    assert fusion_config(bench, few, 0, 1e-3, method="sft_clip_bal").max_grad_norm == 1.0
     cfg = fusion_config(bench, few, 0, 1e-3, method="hf_teacher")
     assert [s.name for s in cfg.sources] == list(QUICK.tasks[1:])
     assert all(s.base_model == str(bench.source_dir) and Path(s.prompts).is_file() for s in cfg.sources)
