@@ -19,6 +19,17 @@ def test_teacher_sources_has_its_own_defaults_and_teacher_none_the_papers():
     assert faithful.teacher_kd_weight == faithful.anchor_kd_weight == 0.0 and faithful.max_steps is None
 
 
+def test_an_unset_lr_follows_what_trains_and_a_set_one_wins():
+    """The paper's 5e-5 stays its nets' default; the anchor adapter (any teacher) and the nets with a teacher get
+    the lrs the benchmark's dev splits chose (`defaults.default_lr`)."""
+    lr = lambda **keys: FusionConfig.from_mapping(dict(BASE, replay="r.jsonl", **keys)).lr  # noqa: E731
+    assert lr() == 5e-5 and lr(trainer="lora") == 1e-3
+    assert lr(teacher="sources") == 1e-3 and lr(teacher="sources", trainer="transfer_nets") == 2.5e-4
+    assert lr(teacher="sources", lr=3e-3) == lr(lr=3e-3) == 3e-3
+    cfg = FusionConfig.from_mapping(dict(BASE, teacher="sources"))
+    assert FusionConfig.from_mapping(cfg.model_dump(mode="json")) == cfg  # the written config reads back alike
+
+
 def test_the_users_keys_win_over_the_teacher_defaults():
     cfg = FusionConfig.from_mapping(dict(BASE, teacher="sources", trainer="transfer_nets", replay_balance="none"))
     assert (cfg.trainer, cfg.replay_balance) == ("transfer_nets", "none")

@@ -180,8 +180,10 @@ CASES = [
     Case("block-size-not-a-number", _set(block_size="big"),
          "{cfg}: `block_size` must be an integer from 1 to 65536 (paper: 4096) or `auto` (got 'big'); "
          "the default is 'auto'"),
-    Case("lr-zero", _set(lr=0), "{cfg}: `lr` must be greater than 0 (got 0); the default is 5e-05"),
-    Case("lr-too-large", _set(lr=2.0), "{cfg}: `lr` must be less than or equal to 1 (got 2.0); the default is 5e-05"),
+    Case("lr-zero", _set(lr=0), "{cfg}: `lr` must be greater than 0 (got 0); the default is 5e-05 for the paper's "
+         "transfer nets, 0.00025 for them with `teacher: sources`, 0.001 for `trainer: lora`"),
+    Case("lr-too-large", _set(lr=2.0), "{cfg}: `lr` must be less than or equal to 1 (got 2.0); the default is 5e-05 "
+         "for the paper's transfer nets, 0.00025 for them with `teacher: sources`, 0.001 for `trainer: lora`"),
     Case("alpha-init-zero", _set(alpha_init=0),
          "{cfg}: `alpha_init` must be greater than 0 (got 0); the default is 0.3"),
     Case("alpha-init-too-large", _set(alpha_init=11),
