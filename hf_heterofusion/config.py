@@ -276,8 +276,10 @@ class FusionConfig(BaseModel):
             return data
         if data.get("teacher") == "sources":
             data = {**TEACHER_DEFAULTS, **data}
-        if "lr" not in data:
-            data = {**data, "lr": default_lr(data.get("trainer", "transfer_nets"), data.get("teacher", "none"))}
+        fields = cls.model_fields
+        lr = default_lr(data.get("trainer", fields["trainer"].default), data.get("teacher", fields["teacher"].default))
+        if "lr" not in data and lr is not None:
+            data = {**data, "lr": lr}
         return data
 
     @field_validator("sources", mode="before")

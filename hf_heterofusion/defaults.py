@@ -14,8 +14,8 @@ from typing import Any
 TEACHER_DEFAULTS: dict[str, Any] = {"trainer": "lora", "replay_balance": "task"}
 
 
-def default_lr(trainer: str, teacher: str) -> float:
-    """The lr of a config that sets none. The paper's 5e-5 belongs to its transfer nets on labelled replay rows; the
+def default_lr(trainer: str, teacher: str) -> float | None:
+    """The lr of a config that sets none (None: the field's own default, the paper's). The paper's 5e-5 belongs to its transfer nets on labelled replay rows; the
     other paths train other things, and the benchmark's dev-split sweeps on the real pair never chose it there
     (docs/benchmark_results.md, docs/benchmark_history.md):
 
@@ -27,7 +27,7 @@ def default_lr(trainer: str, teacher: str) -> float:
     """
     if trainer == "lora":
         return 1e-3
-    return 2.5e-4 if teacher == "sources" else 5e-5
+    return 2.5e-4 if teacher == "sources" else None
 
 
 # How a one-line config error states these defaults (the field's own default is only one of them).
