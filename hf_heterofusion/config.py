@@ -145,7 +145,7 @@ class FusionConfig(BaseModel):
     max_grad_norm: float | None = Field(
         default=None, gt=0.0, description="Clip the gradient's total norm to this before each optimiser step "
         "(transformers' Trainer uses 1.0); unset: no clipping, as the paper trains (a fit at the edge of its lr can "
-        "blow up: README v10).")
+        "blow up: benchmark v10). With `teacher: sources` the default is 1.0 (benchmark v11); `null` turns it off.")
     warmup_ratio: float = Field(default=0.05, ge=0.0, lt=1.0, description="Linear warmup share of optimiser steps.")
     warmup_start: Literal["zero", "first_step"] = Field(
         default="zero", description="`zero`: the first warmup step runs at lr 0 (transformers' schedule, the "

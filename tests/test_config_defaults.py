@@ -13,9 +13,10 @@ BASE = dict(target_model="t", target_adapter="a", sources=["s"])
 
 def test_teacher_sources_has_its_own_defaults_and_teacher_none_the_papers():
     taught = FusionConfig.from_mapping(dict(BASE, teacher="sources"))
-    assert (taught.trainer, taught.replay_balance) == ("lora", "task") == tuple(TEACHER_DEFAULTS.values())
+    assert (taught.trainer, taught.replay_balance, taught.max_grad_norm) == ("lora", "task", 1.0) \
+        == tuple(TEACHER_DEFAULTS.values())
     faithful = FusionConfig.from_mapping(dict(BASE, replay="r.jsonl"))
-    assert (faithful.trainer, faithful.replay_balance) == ("transfer_nets", "none")
+    assert (faithful.trainer, faithful.replay_balance, faithful.max_grad_norm) == ("transfer_nets", "none", None)
     assert faithful.teacher_kd_weight == faithful.anchor_kd_weight == 0.0 and faithful.max_steps is None
 
 
@@ -31,8 +32,9 @@ def test_an_unset_lr_follows_what_trains_and_a_set_one_wins():
 
 
 def test_the_users_keys_win_over_the_teacher_defaults():
-    cfg = FusionConfig.from_mapping(dict(BASE, teacher="sources", trainer="transfer_nets", replay_balance="none"))
-    assert (cfg.trainer, cfg.replay_balance) == ("transfer_nets", "none")
+    cfg = FusionConfig.from_mapping(dict(BASE, teacher="sources", trainer="transfer_nets", replay_balance="none",
+                                         max_grad_norm=None))
+    assert (cfg.trainer, cfg.replay_balance, cfg.max_grad_norm) == ("transfer_nets", "none", None)
 
 
 @pytest.mark.parametrize(("change", "message"), [
