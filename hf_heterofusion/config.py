@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from hf_heterofusion.defaults import DEFAULTS_THAT_DEPEND, TEACHER_DEFAULTS, default_lr
+from hf_heterofusion.defaults import TEACHER_DEFAULTS, default_lr, dependent_default
 from hf_heterofusion.errors import ConfigError
 
 
@@ -276,10 +276,12 @@ class FusionConfig(BaseModel):
             return data
         if data.get("teacher") == "sources":
             data = {**TEACHER_DEFAULTS, **data}
-        fields = cls.model_fields
-        lr = default_lr(data.get("trainer", fields["trainer"].default), data.get("teacher", fields["teacher"].default))
-        if "lr" not in data and lr is not None:
-            data = {**data, "lr": lr}
+        if "lr" not in data:
+            fields = cls.model_fields
+            lr = default_lr(data.get("trainer", fields["trainer"].default),
+                            data.get("teacher", fields["teacher"].default))
+            if lr is not None:
+                data = {**data, "lr": lr}
         return data
 
     @field_validator("sources", mode="before")
@@ -414,7 +416,8 @@ def _explain(err: ValidationError, where: str) -> str:
     field = FusionConfig.model_fields.get(str(first["loc"][0])) if len(first["loc"]) == 1 else None
     default = field.default if field is not None and isinstance(field.default, (int, float, str)) else None
     hint = f"; the default is {default!r}" if default is not None and not isinstance(default, bool) else ""
-    if field is not None and str(first["loc"][0]) in DEFAULTS_THAT_DEPEND:
-        hint = f"; the default is {DEFAULTS_THAT_DEPEND[str(first['loc'][0])]}"
+    depends = dependent_default(str(first["loc"][0]), default) if field is not None else None
+    if depends:
+        hint = f"; the default is {depends}"
     return f"{where}: `{loc}` {msg}{shown}{hint}"
 

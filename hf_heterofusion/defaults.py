@@ -18,9 +18,9 @@ TEACHER_DEFAULTS: dict[str, Any] = {"trainer": "lora", "replay_balance": "task",
 
 
 def default_lr(trainer: str, teacher: str) -> float | None:
-    """The lr of a config that sets none (None: the field's own default, the paper's). The paper's 5e-5 belongs to its transfer nets on labelled replay rows; the
-    other paths train other things, and the benchmark's dev-split sweeps on the real pair never chose it there
-    (docs/benchmark_results.md, docs/benchmark_history.md):
+    """The lr of a config that sets none (None: the field's own default, the paper's). The paper's 5e-5 belongs to
+    its transfer nets on labelled replay rows; the other paths train other things, and the benchmark's dev-split
+    sweeps on the real pair never chose it there (docs/benchmark_results.md, docs/benchmark_history.md):
 
     * `trainer: lora` (the anchor adapter itself): 1e-3 was chosen or within 1.1 points of the choice (3e-3) in every
       teacher-path sweep (few labels at 72 and 216 steps, seeds only, seeds as a card, with and without clipping),
@@ -33,6 +33,9 @@ def default_lr(trainer: str, teacher: str) -> float | None:
     return 2.5e-4 if teacher == "sources" else None
 
 
-# How a one-line config error states these defaults (the field's own default is only one of them).
-DEFAULTS_THAT_DEPEND = {"lr": "5e-05 for the paper's transfer nets, 0.00025 for them with `teacher: sources`, 0.001 "
-                              "for `trainer: lora`"}
+def dependent_default(key: str, own_default: Any) -> str | None:
+    """How a one-line config error states the default of `key` when it depends on other keys (else None)."""
+    if key != "lr":
+        return None
+    return (f"{own_default!r} for the paper's transfer nets, {default_lr('transfer_nets', 'sources')!r} for them with "
+            f"`teacher: sources`, {default_lr('lora', 'none')!r} for `trainer: lora`")

@@ -149,7 +149,6 @@ def test_card_shows_a_loss_that_ended_far_above_its_best_stretch(make_config, tm
     assert "a sign the fit blew up (try `max_grad_norm: 1.0` or a lower `lr`)" in text
 
 
-
 def test_a_fit_whose_loss_blew_up_says_so_on_stderr_too(make_config, monkeypatch):
     """A diverged fit still writes an adapter, so the pipeline warns as well as the card. The tiny fixtures never get
     a loss low enough to blow up from (it hovers near 5.8 at any lr), so a real fit's loss record is replaced by v10's
