@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,11 @@ REGIME_TITLES = {
     "noisy": "noisy pool: few labels plus task-irrelevant source experts",
 }
 SEED_REGIMES = ("seeds_only", "seeds_card", "seeds_phrasings")  # the labelled seeds are a teacher's only prompts
+# `seeds_only@K` (K >= 1): seeds_only with another random draw of the seeds, from the expert's own rows (where a
+# card's author takes examples from), one per K; `seeds_only@0` is seeds_only's own. seeds_only's one draw shows no
+# lives-in relation at all (four `none` seeds): it shows how the product fails on such seeds, not what a handful of
+# seeds usually gives; one draw per run seed measures that.
+DRAW_MARK = "@"
 TEACHER_REGIMES = ("few_labels", *SEED_REGIMES, "noisy")  # where a teacher has something to label
 
 
@@ -47,7 +53,22 @@ class RegimeData:
 
     @property
     def teaches(self) -> bool:
-        return self.name in TEACHER_REGIMES
+        return base_name(self.name) in TEACHER_REGIMES
+
+
+def base_name(name: str) -> str:
+    """The regime a drawn variant (`seeds_only@2`) belongs to; any other name is its own."""
+    return name.split(DRAW_MARK, 1)[0]
+
+
+def _draw_of(name: str) -> int:
+    """K of `seeds_only@K` (0: the regime's own draw)."""
+    base, _, draw = name.partition(DRAW_MARK)
+    if not draw:
+        return 0
+    if base != "seeds_only" or not draw.isdigit():
+        raise ValueError(f"unknown regime `{name}`; only `seeds_only@K` (K = 0, 1, 2, ...) draws its seeds again")
+    return int(draw)
 
 
 def labelled_rows(grid: Grid, splits: Mapping[str, TaskSplits], name: str) -> list[dict]:
@@ -65,9 +86,13 @@ def seed_rows(replay: list[dict], task: str, regime: str, grid: Grid, more: Sequ
     `seeds_phrasings` a relation task's first row of each phrasing, from `replay` and then `more` (the expert's own
     training rows, where a card's author takes examples from; the replay rows lack some phrasings).
 
-    A random draw of four rows of a relation task shows no relation at all with probability 0.4^4 (2.6 %) per task,
-    and the benchmark's one draw did (four `none` lives-in seeds): a writer then never sees the positive case.
+    The benchmark's one draw shows no lives-in relation (four `none` seeds; 10 of the 16 replay rows are `none`, so
+    such a draw has probability C(10,4)/C(16,4) = 11.5 %): a writer then never sees the positive case.
+    `seeds_only@K` draws `n_labels` rows of `replay` + `more` again (the task's generator says `none` to 40 % of
+    relation rows: four `none` seeds in 2.6 % of draws), seeded by the task and K.
     """
+    if draw := _draw_of(regime):
+        return random.Random(f"{task}:{draw}").sample([*replay, *more], grid.n_labels)
     if regime == "seeds_phrasings" and task in synthetic.PHRASINGS:
         return _one_per_phrasing([*replay, *more], task)
     if regime not in ("seeds_card", "seeds_phrasings"):
@@ -104,14 +129,15 @@ def _answer_kind(task: str, answer: str) -> str:
 
 
 def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: Path) -> RegimeData:
-    if name not in REGIME_TITLES:
-        raise ValueError(f"unknown regime `{name}`; choose from {', '.join(REGIME_TITLES)}")
+    _draw_of(name)
+    if base_name(name) not in REGIME_TITLES:
+        raise ValueError(f"unknown regime `{name}`; choose from {', '.join(REGIME_TITLES)} (or `seeds_only@K`)")
     rows = labelled_rows(grid, splits, name)
     prompt_rows: dict[str, list[dict]] = {}
     synthesize = 0
     if name in ("few_labels", "noisy"):
         prompt_rows = {t: [{"prompt": r["prompt"], "task": t} for r in splits[t].pool] for t in grid.tasks[1:]}
-    elif name in SEED_REGIMES:
+    elif base_name(name) in SEED_REGIMES:
         # The labelled seed rows are the only prompts: the teacher relabels them and synthesizes `n_synth` more.
         synthesize = grid.n_synth
         prompt_rows = {t: [{"prompt": r["prompt"], "task": t}

@@ -37,7 +37,8 @@ different answers at least):
   off the task gets an answer the base would give anyway. Per kind because kinds differ: an extraction answer
   copies names from its prompt, which the base predicts too, so its gain is about half a `none`'s (measured,
   Gemma-3 experts: 3.8-4.0 against 8.7-8.9 nats per token); against the median of a mixed seed set, correct
-  positives went as `off_skill` (`Martha loves her job at Vandelay.` -> `works_for: Martha, Vandelay`).
+  positives went as `off_skill` (`Martha loves her job at Vandelay.` -> `works_for: Martha, Vandelay`). Where
+  every seed got the same answer (four `none` seeds), an answer of another kind is not judged by its gain at all.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ from hf_heterofusion.data.replay import answer_kind
 
 FILTERS = ("empty", "truncated", "degenerate", "low_logprob")
 ON_TASK_FILTERS = ("off_shape", "off_label", "off_skill")
-ON_TASK_RULES = 3  # bumped when a rule of the on-task filters changes (benchmark runs key on it); 3: gain per kind
+# bumped when a rule of the on-task filters changes (benchmark runs key on it); 3: gain per kind; 4: seeds with one
+# answer do not judge the gain of another kind
+ON_TASK_RULES = 4
 REPEATS = 3  # occurrences of one n-gram that make an answer degenerate
 
 
@@ -151,8 +154,14 @@ class SeedProfile:
         if self.judges_shape and prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
             return "off_label"
         gain = mean_excess(g)
-        reference = dict(self.kind_excess).get(answer_kind(text, prompt), self.excess) if prompt is not None \
-            else self.excess
+        kinds = dict(self.kind_excess)
+        kind = answer_kind(text, prompt) if prompt is not None else None
+        if kind is not None and kind not in kinds and not self.judges_shape and kinds:
+            # Seeds that all got one answer give no gain of any other kind to compare with, and the one they give
+            # is the wrong scale (measured: `none` 8.9 nats per token; 16 of 16 found lives-in relations on
+            # written prompts gained 2.5-4.2 and all went as off_skill): not judged, like shape and labels.
+            return None
+        reference = kinds.get(kind, self.excess) if kind is not None else self.excess
         # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
         if self.excess is not None and self.excess > 0 and reference is not None and reference > 0 \
                 and gain is not None and gain < self.ratio * reference:

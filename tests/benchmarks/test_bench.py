@@ -219,6 +219,27 @@ def test_seeds_card_shows_each_answer_kind_a_task_has():
     assert lives_in == ["none"] * 4  # the draw the v3/v4 seeds-only rows were measured on
 
 
+def test_seeds_only_draws_again_per_k_and_draw_0_is_its_own(tmp_path):
+    grid = REDUCED.with_(n_labels=4)
+    splits = make_splits(grid)
+    t = "relation_lives_in"
+    replay, train = splits[t].replay, splits[t].train
+    assert seed_rows(replay, t, "seeds_only@0", grid, train) == seed_rows(replay, t, "seeds_only", grid)
+    draws = [seed_rows(replay, t, f"seeds_only@{k}", grid, train) for k in (1, 2, 3)]
+    assert draws[0] == seed_rows(replay, t, "seeds_only@1", grid, train)  # seeded
+    assert all(len(d) == 4 and all(r in replay or r in train for r in d) for d in draws)
+    assert len({tuple(r["prompt"] for r in d) for d in draws}) == 3
+    assert any(r["response"] != "none" for d in draws for r in d)  # the all-`none` draw is the rare one
+    built = build_regime(grid, splits, "seeds_only@1", tmp_path)
+    assert built.teaches and built.synthesize == grid.n_synth
+    assert built.fingerprint != build_regime(grid, splits, "seeds_only", tmp_path).fingerprint
+    assert build_regime(grid, splits, "seeds_only@0", tmp_path).fingerprint == \
+        build_regime(grid, splits, "seeds_only", tmp_path).fingerprint  # so its runs are shared
+    for bad in ("seeds_card@1", "seeds_only@x"):
+        with pytest.raises(ValueError, match="seeds_only@K"):
+            build_regime(grid, splits, bad, tmp_path)
+
+
 def test_seeds_phrasings_show_each_phrasing_of_a_relation_once_and_card_seeds_elsewhere():
     from benchmarks.phrasings import patterns, phrasing_of
     from hf_heterofusion.examples.synthetic import PHRASINGS

@@ -62,14 +62,22 @@ def test_off_label_drops_an_invented_entity_and_keeps_grounded_or_label_words():
     assert classifier.drop_reason(_gen("negative", 2.0), "Review: 2018 Buick owners manual.") is None
 
 
-def test_seeds_that_all_answer_alike_do_not_judge_shape_or_labels():
-    """Four seeds answering `none` say nothing of what a positive answer looks like: only the skill gain judges."""
-    seeds = [_gen("none", 3.0) for _ in range(4)]
+def test_seeds_that_all_answer_alike_judge_only_answers_of_their_own_kind():
+    """Four seeds answering `none` say nothing of what a positive answer looks like, its shape, labels or gain
+    (a found relation gains about half a `none`'s): only `none` answers are judged, against the seeds' gain."""
+    seeds = [_gen("none", 9.0) for _ in range(4)]
     profile = SeedProfile.from_answers(seeds, ratio=0.5, prompts=[f"Lives-in relations in: A{i} flew." for i in range(4)])
     assert not profile.judges_shape
-    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 3.0), "Deborah boarded a plane to Nepal.") is None
-    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 0.2), "Deborah boarded a plane to Nepal.") == \
-        "off_skill"
+    plane = "Lives-in relations in: Deborah boarded a plane to Nepal."
+    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 4.0), plane) is None  # rule 3: off_skill (< 4.5)
+    assert profile.drop_reason(_gen("lives_in: Deborah, Nepal", 0.2), plane) is None
+    assert profile.drop_reason(_gen("none", 3.0), plane) == "off_skill"  # its own kind: < 0.5 x 9.0
+    assert profile.drop_reason(_gen("none", 5.0), plane) is None
+    mixed = SeedProfile.from_answers([*seeds[:3], _gen("lives_in: Bo, Oslo", 4.0)], ratio=0.5,
+                                     prompts=[f"Lives-in relations in: A{i} flew." for i in range(3)] +
+                                     ["Lives-in relations in: Bo lives in Oslo."])
+    assert mixed.judges_shape  # two answers shown: an unseen kind is judged against all seeds' median, as before
+    assert mixed.drop_reason(_gen("lives_in: Deborah, none", 0.2), plane) == "off_skill"
 
 
 def test_seeds_with_one_answer_are_reported_and_warned_about():
