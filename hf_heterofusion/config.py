@@ -232,7 +232,8 @@ class FusionConfig(BaseModel):
         "a mergekit YAML takes).")
     teacher_min_excess_ratio: float = Field(
         default=0.5, ge=0.0, le=10.0, description="`off_skill`: keep a synthesized row when its answer's mean "
-        "log-prob gain over the expert's base is at least this x the seeds' median gain.")
+        "log-prob gain over the expert's base is at least this x the median gain of the seed answers of its kind "
+        "(all seeds' median for a kind no seed shows; not judged when every seed got the same answer).")
     teacher_topk: int = Field(
         default=8, ge=1, le=64, description="Log-probs kept per generated teacher token (its k most likely tokens, "
         "captured in the labelling pass and cached): what `teacher_kd_weight` distils.")

@@ -229,13 +229,15 @@ def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, in
 
 
 def _warn_one_answer(name: str, profile: SeedProfile, n_seeds: int, kept: Sequence[str]) -> None:
-    """Seeds that all get one answer (four `none` seeds of a relation task) make a writer imitate that case: the
-    synthesized rows then show little else (measured: 27 of 36 kept lives-in rows answered `none`)."""
+    """Seeds that all get one answer (four `none` seeds of a relation task) make a writer imitate that case, and
+    they say nothing of what the other answers look like, so the on-task filters cannot judge those (benchmark v12:
+    of the lives-in rows a writer made from four `none` seeds, about half answered `none`, and most found relations
+    were ones the sentence does not state: `Jack travelled to Glasgow.` -> `lives_in: Jack, Glasgow`)."""
     same = sum(text == profile.only_answer for text in kept)
-    warnings.warn(f"teacher `{name}`: the expert answers `{profile.only_answer}` to all {n_seeds} seeds, and the "
-                  f"synthesized prompts imitate them ({same} of {len(kept)} kept rows answer it too), so its rows "
-                  "show little of the skill: give seeds (or `prompts`) on which the expert's answer differs",
-                  SeedsOneAnswerWarning, stacklevel=3)
+    warnings.warn(f"teacher `{name}`: the expert answers `{profile.only_answer}` to all {n_seeds} seeds; the "
+                  f"synthesized prompts imitate them ({same} of {len(kept)} kept rows answer it too) and its other "
+                  "answers cannot be judged against any seed: give seeds (or `prompts`) on which the expert's answer "
+                  "differs", SeedsOneAnswerWarning, stacklevel=3)
 
 
 __all__ = ["Judged", "TeacherResult", "TeacherRow", "judge_source", "run_teachers"]

@@ -86,7 +86,7 @@ def test_seeds_with_one_answer_are_reported_and_warned_about():
 
     alike = SeedProfile.from_answers([_gen("none", 3.0) for _ in range(4)], ratio=0.5)
     assert alike.only_answer == "none" and alike.to_json()["only_answer"] == "none"
-    with pytest.warns(SeedsOneAnswerWarning, match=r"answers `none` to all 4 seeds.*\(2 of 3 kept rows"):
+    with pytest.warns(SeedsOneAnswerWarning, match=r"answers `none` to all 4 seeds.*\(2 of 3 kept rows.*cannot be judged"):
         _warn_one_answer("lives_in", alike, 4, ["none", "lives_in: Bo, Lima", "none"])
     assert SeedProfile.from_answers(SEEDS, ratio=0.5).only_answer == ""
     assert SeedProfile.from_answers([_gen("none", 3.0)], ratio=0.5).only_answer == ""  # one seed proves nothing
