@@ -129,7 +129,7 @@ def _answer_kind(task: str, answer: str) -> str:
 
 
 def build_regime(grid: Grid, splits: Mapping[str, TaskSplits], name: str, work: Path) -> RegimeData:
-    _draw_of(name)
+    _draw_of(name)  # a malformed draw (`seeds_card@1`, `seeds_only@x`) is an error before anything is written
     if base_name(name) not in REGIME_TITLES:
         raise ValueError(f"unknown regime `{name}`; choose from {', '.join(REGIME_TITLES)} (or `seeds_only@K`)")
     rows = labelled_rows(grid, splits, name)

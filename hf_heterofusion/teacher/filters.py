@@ -154,14 +154,14 @@ class SeedProfile:
         if self.judges_shape and prompt is not None and self.labels and _vocab(text) - _vocab(prompt) - self.labels:
             return "off_label"
         gain = mean_excess(g)
-        kinds = dict(self.kind_excess)
+        kinds = dict(self.kind_excess)  # empty when the seeds' prompts were not given: then no kind is known
         kind = answer_kind(text, prompt) if prompt is not None else None
-        if kind is not None and kind not in kinds and not self.judges_shape and kinds:
+        if kind is not None and kinds and kind not in kinds and not self.judges_shape:
             # Seeds that all got one answer give no gain of any other kind to compare with, and the one they give
             # is the wrong scale (measured: `none` 8.9 nats per token; 16 of 16 found lives-in relations on
             # written prompts gained 2.5-4.2 and all went as off_skill): not judged, like shape and labels.
             return None
-        reference = kinds.get(kind, self.excess) if kind is not None else self.excess
+        reference = kinds.get(kind, self.excess)
         # Only where the seeds show the adapter engaging at all (a placebo teacher's gain is 0 everywhere).
         if self.excess is not None and self.excess > 0 and reference is not None and reference > 0 \
                 and gain is not None and gain < self.ratio * reference:
