@@ -29,8 +29,11 @@ export HF_HUB_DISABLE_XET=1 HF_HUB_DISABLE_TELEMETRY=1 HF_HUB_DISABLE_UPDATE_CHE
 cmd="${1:-help}"; shift || true
 case "$cmd" in
     demo)     ensure_venv test,bench; exec "$VENV/bin/hf-heterofusion" demo "$@" ;;
-    test)     ensure_venv test,bench; exec "$VENV/bin/python" -m pytest "$@" ;;
-    test-all) ensure_venv test,bench; exec "$VENV/bin/python" -m pytest -m "" "$@" ;;
+    # One pytest worker per core (pytest-xdist; each test file stays on one worker, so its module fixtures are
+    # built once): every test model is tiny and single-threaded, so a second core about halves the wall time.
+    # HF_HETEROFUSION_TEST_WORKERS=0 runs in one process (e.g. for pdb).
+    test)     ensure_venv test,bench; exec "$VENV/bin/python" -m pytest -n "${HF_HETEROFUSION_TEST_WORKERS:-auto}" --dist loadfile "$@" ;;
+    test-all) ensure_venv test,bench; exec "$VENV/bin/python" -m pytest -n "${HF_HETEROFUSION_TEST_WORKERS:-auto}" --dist loadfile -m "" "$@" ;;
     bench)    ensure_venv test,bench; exec "$VENV/bin/python" -m benchmarks "$@" ;;
     lint)     ensure_venv test,bench; exec "$VENV/bin/ruff" check hf_heterofusion merge_methods tests benchmarks ;;
     shell)    ensure_venv test,bench; exec "$@" ;;

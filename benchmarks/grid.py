@@ -19,7 +19,7 @@ the average score on a dev split (`n_dev` rows per task, disjoint from train, re
 
 `FULL` is the paper's scale (300 replay examples per task, the paper's fusion config with E=1024, three epochs); it
 needs a GPU or a long night. `REDUCED` is what fits on a shared 2-core CPU in a few hours; `QUICK` runs the same code
-path on tiny random models in about a minute (the test suite runs it). Every reduction is listed in
+path on tiny random models in about 3.5 minutes on one core (the test suite runs it). Every reduction is listed in
 `Grid.reductions` and copied into `results.md`, so a number is never read without its scale.
 """
 
@@ -80,6 +80,9 @@ class Grid:
     sweep_extend: int = 2  # extra lrs tried outwards while the best one is at an edge of the sweep
     tune_placebos: bool = True  # placebo controls get their own sweep (else: the lr of the method they control)
     improved_regimes: tuple[str, ...] = ("paper", "few_labels")  # where the improved preset is run too
+    # Where the teacher switches (`methods.DISTILL`: one method per switch a benchmark version measured) run; None:
+    # every regime with a teacher. The core teacher methods and their placebos run in every such regime either way.
+    distill_regimes: tuple[str, ...] | None = None
     loso_regime: str | None = "few_labels"  # where the leave-one-source-out refit runs (None: nowhere)
     embed_dim: int = 1024  # E of the faithful preset (paper 1024)
     num_heads: int = 8
@@ -148,11 +151,13 @@ QUICK = FULL.with_(
     expert_steps=2, noise_steps=1, expert_batch=4, max_length=128, seeds=(0, 1), epochs=1, accumulation=2,
     n_dev=2, n_labels=1, n_prompts=2, n_synth=2, teacher_max_new_tokens=6, sft_lrs=(1e-3, 3e-3),
     fusion_lrs=(5e-5, 1e-3), tune_placebos=False, improved_regimes=("paper",), sweep_extend=1,
+    distill_regimes=("seeds_only",),
     embed_dim=16, num_heads=2, num_projections=16, max_positions=64, max_new_tokens=6, eval_batch=16,
     perf_examples=2, perf_embed_dims=(16,), scaling_sources=(1,), scaling_ranks=(4,), scaling_blocks=(32,),
     scaling_examples=2,
     reductions=("quick smoke run on tiny random models (pipeline check only: the numbers mean nothing); three "
-                "tasks, two noisy experts, sweeps of two learning rates, two seeds",),
+                "tasks, two noisy experts, sweeps of two learning rates, two seeds; the teacher switches run in seeds_only only "
+                "(where each one has synthesized prompts and labels to act on)",),
 )
 
 def with_steps(grid: Grid, steps: int) -> Grid:

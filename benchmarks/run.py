@@ -87,7 +87,8 @@ def methods_for(regime: str, grid: Grid) -> list[str]:
     if regime in grid.improved_regimes:
         out.append("hf_improved")
     if regime != "paper":
-        out += list(TEACHER_METHODS)
+        switches_here = grid.distill_regimes is None or regime in grid.distill_regimes
+        out += [m for m in TEACHER_METHODS if switches_here or m not in DISTILL]
     return out
 
 

@@ -40,7 +40,8 @@ CACHE_VERSION = 3  # 3: fusion runs on the default fast path, teacher filters of
 SHARED = ("reference", "anchor", *MERGES)  # runs that do not read the regime's rows (shared by its pool)
 # Grid fields that change no run (report-only, which runs are made, or the performance section).
 _NOT_IN_KEY = ("perf", "scaling", "reductions", "seeds", "name", "regimes", "tune_placebos", "improved_regimes",
-               "loso_regime", "sft_lrs", "fusion_lrs", "sweep_extend", "sft_lr", "placebo_in_noisy", "fusion_lr")
+               "loso_regime", "sft_lrs", "fusion_lrs", "sweep_extend", "sft_lr", "placebo_in_noisy", "fusion_lr",
+               "distill_regimes")
 
 
 class NotCached(LookupError):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from benchmarks import baselines, features, models, stats
 from benchmarks.features import Features
 from benchmarks.grid import FULL, QUICK, REDUCED, REGIMES
-from benchmarks.methods import CONTROLLED_BY, DETERMINISTIC, TEACHER_METHODS
+from benchmarks.methods import CONTROLLED_BY, DETERMINISTIC, DISTILL, TEACHER_METHODS
 from benchmarks.regimes import build_regime, labelled_rows, seed_rows
 from benchmarks.run import Bench, fusion_config, methods_for, steps
 from benchmarks.tuning import ablation_value, choose_lr, next_lr, run_key
@@ -265,6 +265,13 @@ def test_methods_per_regime():
         assert {"anchor", "task_arithmetic", "ties", "dare_ties", "sft", "sft_teacher", "hf", "hf_teacher",
                 "hf_teacher_placebo", "hf_placebo", "sft_teacher_bal", "hf_teacher_bal",
                 "hf_teacher_placebo_bal"} <= set(methods)
+        assert set(DISTILL) <= set(methods)  # the full and reduced grids run every switch in every teacher regime
+    # The quick grid runs the switches where they all act (synthesis and labels): seeds_only; the core teacher
+    # methods everywhere.
+    assert set(DISTILL) <= set(methods_for("seeds_only", QUICK))
+    for regime in ("few_labels", "noisy"):
+        methods = set(methods_for(regime, QUICK))
+        assert not set(DISTILL) & methods and {"sft_teacher_bal", "hf_teacher", "hf_teacher_placebo_bal"} <= methods
 
 
 ALL_FEATURES = Features(teacher=True, lora_trainer=True, warmup_start=False)
