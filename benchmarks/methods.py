@@ -51,6 +51,8 @@ METHOD_LABELS = {
     "sft_clip_bal": "sft_teacher_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
     "sft_sure_clip_bal": "sft_sure_bal with the gradient norm clipped to 1.0 (max_grad_norm: 1.0)",
     "sft_clip_placebo_bal": "sft_clip_bal with a placebo teacher (B = 0)",
+    "sft_tgtwriter_clip_bal": "sft_clip_bal, the target writes the synthesized prompts (synthesizer: target)",
+    "sft_tgtwriter_clip_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
@@ -86,6 +88,8 @@ DISTILL = {
     "sft_clip_bal": {"max_grad_norm": 1.0},
     "sft_sure_clip_bal": {"teacher_min_token_prob": 0.9, "max_grad_norm": 1.0},
     "sft_clip_placebo_bal": {"max_grad_norm": 1.0},
+    "sft_tgtwriter_clip_bal": {"max_grad_norm": 1.0},
+    "sft_tgtwriter_clip_placebo_bal": {"max_grad_norm": 1.0},
     "sft_auto_bal": {"step_selection": "held_out"},
     "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
                           "step_selection": "held_out"},
@@ -101,9 +105,12 @@ PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_pla
                    "sft_kinds_placebo_bal", "sft_steer_placebo_bal", "sft_para_placebo_bal",
                    "sft_mix_placebo_bal", "sft_sure_placebo_bal", "sft_sure98_placebo_bal",
                    "sft_sure_kinds_placebo_bal",
-                   "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal", "sft_clip_placebo_bal")
+                   "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal", "sft_clip_placebo_bal",
+                   "sft_tgtwriter_clip_placebo_bal")
 # method -> per-source keys it changes (the synthesis recipe before the on-task work: the source base writes)
-SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"}}
+SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"},
+                   "sft_tgtwriter_clip_bal": {"synthesizer": "target"},
+                   "sft_tgtwriter_clip_placebo_bal": {"synthesizer": "target"}}
 # placebo -> the method it controls
 CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_teacher_placebo_bal": "hf_teacher_bal",
                  "sft_full_placebo_bal": "sft_kd_skill_anchor_bal", "sft_teacher_placebo_bal": "sft_teacher_bal",
@@ -111,4 +118,5 @@ CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_tea
                  "sft_para_placebo_bal": "sft_para_bal", "sft_mix_placebo_bal": "sft_mix_bal",
                  "sft_sure_placebo_bal": "sft_sure_bal", "sft_sure98_placebo_bal": "sft_sure98_bal",
                  "sft_sure_kinds_placebo_bal": "sft_sure_kinds_bal", "sft_spare_kinds_placebo_bal": "sft_spare_kinds_bal",
-                 "sft_spare_placebo_bal": "sft_spare_bal", "sft_clip_placebo_bal": "sft_clip_bal"}
+                 "sft_spare_placebo_bal": "sft_spare_bal", "sft_clip_placebo_bal": "sft_clip_bal",
+                 "sft_tgtwriter_clip_placebo_bal": "sft_tgtwriter_clip_bal"}
