@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 SHOTS = 4  # seed prompts shown per synthesis query
 SYNTHESIS_VERSION = 3  # part of the synthesis cache key: prompts written by an older recipe are not reused
+# Also in the key of a writer other than the source base: how a chat reply is read (1: past its lead-in line).
+CHAT_READER_VERSION = 1
 
 
 def _rewords(style: str, batch: int) -> bool:
@@ -157,7 +159,9 @@ class Labeller:
                            cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p,
                            # steered prompts are cached apart; the unsteered key is the one it always was
                            *([["answer", steering.kinds, steering.members]] if steering else []),
-                           *([[cfg.synthesis_style]] if cfg.synthesis_style != "list" else [])])
+                           *([[cfg.synthesis_style]] if cfg.synthesis_style != "list" else []),
+                           # only another writer can be a chat model; the source base's key is the one it always was
+                           *([["chat_reader", CHAT_READER_VERSION]] if writer_digest is not None else [])])
         path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -209,7 +213,8 @@ class Labeller:
             for done, batch_gens in sorted(results, key=lambda r: r[0]):
                 for row, g in enumerate(map(_from_json, batch_gens)):
                     stats["queries"] += 1
-                    ended = g.finished or "\n" in g.text.strip()  # a list item ends at its line break
+                    # a list item ends at its line break (a chat reply: the break after the item, not its lead-in)
+                    ended = g.finished or "\n" in (template.past_lead_in(g.text) if chat else g.text.strip())
                     part = template.read_paraphrase(g.text, chat=chat) if _rewords(cfg.synthesis_style, done) \
                         else template.read_item(g.text, chat=chat)
                     if not ended and (chat or template.one_line):

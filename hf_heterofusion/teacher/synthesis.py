@@ -102,15 +102,25 @@ class SeedTemplate:
         return (f"Rewrite this text in different words ({shape}similar length). Keep the names in it and what it "
                 f"says about them.\n\nText: {text}\n\nReply with the rewritten text only.")
 
+    def past_lead_in(self, reply: str) -> str:
+        """A chat reply without the lines that only lead in to the item (`Here is a new example:`): a small
+        instruct writer often opens with one, and the item is on the next line. Empty when the reply is nothing but
+        a lead-in. Seeds whose own parts end with a colon keep every line (the colon is then part of the text)."""
+        if any(p.strip().endswith(":") for p in self.parts):
+            return reply.strip()
+        lines = reply.strip().split("\n")
+        while lines and (not lines[0].strip() or lines[0].strip().endswith(":")):
+            lines.pop(0)
+        return "\n".join(lines).strip()
+
     def read_item(self, generated: str, *, chat: bool) -> str | None:
         """The new part in a writer's output, or None when there is none (an empty or cut-off item)."""
-        text = generated.strip()
-        if not chat:
-            text = text.split("\n", 1)[0] if self.one_line else re.split(r"\n\s*\d+\.\s", text, maxsplit=1)[0]
-        text = re.sub(r"^\d+\.\s*", "", text).strip().strip('"').strip()
+        text = self.past_lead_in(generated) if chat else generated.strip()
         if self.one_line:
-            text = text.split("\n", 1)[0].strip()
-        return text or None
+            text = text.split("\n", 1)[0]
+        elif not chat:
+            text = re.split(r"\n\s*\d+\.\s", text, maxsplit=1)[0]
+        return re.sub(r"^\d+\.\s*", "", text).strip().strip('"').strip() or None
 
     def read_paraphrase(self, generated: str, *, chat: bool) -> str | None:
         """The rewritten part: a chat reply (which may echo a label of the request), or a base model's continuation

@@ -36,6 +36,20 @@ def test_list_context_and_reading_a_base_models_continuation():
     assert t.read_item('"Hal waved."', chat=True) == "Hal waved."
 
 
+def test_a_chat_reply_is_read_past_its_lead_in_line():
+    # What SmolLM2-135M-Instruct wrote as the prompt writer (benchmark v13): the item after a lead-in line, or a
+    # lead-in alone, which was taken as the item and became a prompt (`Sentiment of: Here is a different example:`).
+    t = SeedTemplate.from_seeds(SEEDS)
+    assert t.read_item("Here is a new example:\nFrank met Gina.", chat=True) == "Frank met Gina."
+    assert t.read_item("Here's a different one:\n\n\"Hal waved.\"\nHope it helps.", chat=True) == "Hal waved."
+    assert t.read_item("Here's a different one:", chat=True) is None
+    assert t.read_item("Here's a different one:\n", chat=True) is None
+    assert t.read_item("Here's a different one:", chat=False) == "Here's a different one:"  # a base model's list
+    # Seeds whose parts end with a colon: a colon-ended line is the text itself.
+    colon = SeedTemplate.from_seeds(["Q: Ann said:\nA:", "Q: Bob wrote:\nA:"])
+    assert colon.read_item("Carl asked:", chat=True) == "Carl asked:"
+
+
 def test_filter_drops_lengths_outside_the_seeds_and_near_duplicates():
     t = SeedTemplate.from_seeds(SEEDS)  # parts 10 to 23 characters: accepted 5 to 46
     f = PartFilter(t)
