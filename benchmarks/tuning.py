@@ -28,8 +28,9 @@ import torch
 
 from hf_heterofusion.method.budget import RULES as BUDGET_RULES
 from hf_heterofusion.teacher.filters import ON_TASK_FILTERS, ON_TASK_RULES
+from hf_heterofusion.teacher.labeller import CHAT_READER_VERSION
 
-from .methods import CONTROLLED_BY, DETERMINISTIC, DISTILL, MERGES, SFT_LIKE, TEACHER_METHODS
+from .methods import CONTROLLED_BY, DETERMINISTIC, DISTILL, MERGES, SFT_LIKE, SOURCE_SWITCHES, TEACHER_METHODS
 from .regimes import RegimeData
 from .run import RUNNERS, Bench, methods_for, unavailable
 
@@ -79,6 +80,8 @@ def run_key(bench: Bench, regime: RegimeData, method: str, lr: float | None, see
     if method in TEACHER_METHODS and regime.synthesize:
         # which on-task filters judge synthesized rows: runs from before a filter existed are not reused
         features["on_task_filters"] = [*ON_TASK_FILTERS, ON_TASK_RULES]
+        if SOURCE_SWITCHES.get(method, {}).get("synthesizer", "source") != "source":
+            features["chat_reader"] = CHAT_READER_VERSION  # how another writer's replies are read
     data = {
         "v": CACHE_VERSION, "method": method, "lr": lr, "seed": seed if method != "anchor" else 0,
         "drop_source": drop_source, "grid": grid, "features": features,
