@@ -107,7 +107,7 @@ PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_pla
                    "sft_sure_kinds_placebo_bal",
                    "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal", "sft_clip_placebo_bal",
                    "sft_tgtwriter_clip_placebo_bal")
-# method -> per-source keys it changes (the synthesis recipe before the on-task work: the source base writes)
+# method -> per-source keys it changes (who writes the synthesized prompts)
 SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"},
                    "sft_tgtwriter_clip_bal": {"synthesizer": "target"},
                    "sft_tgtwriter_clip_placebo_bal": {"synthesizer": "target"}}

@@ -146,8 +146,8 @@ class Labeller:
         The writer is `plan.writer`: the source *base* (adapter disabled: the adapter was trained to answer
         prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
         model (`synthesizer: target` or a model reference), asked through its chat template, when it has one, for
-        one more item (its reply read past a lead-in line: `SeedTemplate.past_lead_in`). The new part goes back into the seeds' shared template. Rejected candidates are counted per
-        reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`); with
+        one more item (its reply read past a lead-in line: `SeedTemplate.past_lead_in`). The new part goes back
+        into the seeds' shared template. Rejected candidates are counted per reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`); with
         `synthesis_style: paraphrase` (or `mixed`: every other batch) a query asks for one seed's part reworded.
         """
         plan, cfg = self.plan, self.cfg
