@@ -53,6 +53,8 @@ METHOD_LABELS = {
     "sft_clip_placebo_bal": "sft_clip_bal with a placebo teacher (B = 0)",
     "sft_tgtwriter_clip_bal": "sft_clip_bal, the target writes the synthesized prompts (synthesizer: target)",
     "sft_tgtwriter_clip_placebo_bal": "the row above with a placebo teacher (B = 0)",
+    "sft_rounds_clip_bal": "sft_clip_bal, prompts written in 3 rounds that show kept ones again (synthesis_rounds: 3)",
+    "sft_rounds_clip_placebo_bal": "the row above with a placebo teacher (B = 0)",
     "sft_auto_bal": "SFT on teacher rows, balanced, best held-out step of the 72",
     "sft_full_auto_bal": "SFT + token KD + skill weighting + anchor KD, best held-out step of the 72",
 }
@@ -90,6 +92,8 @@ DISTILL = {
     "sft_clip_placebo_bal": {"max_grad_norm": 1.0},
     "sft_tgtwriter_clip_bal": {"max_grad_norm": 1.0},
     "sft_tgtwriter_clip_placebo_bal": {"max_grad_norm": 1.0},
+    "sft_rounds_clip_bal": {"max_grad_norm": 1.0, "synthesis_rounds": 3},
+    "sft_rounds_clip_placebo_bal": {"max_grad_norm": 1.0, "synthesis_rounds": 3},
     "sft_auto_bal": {"step_selection": "held_out"},
     "sft_full_auto_bal": {"teacher_kd_weight": 1.0, "teacher_token_weighting": "skill", "anchor_kd_weight": 1.0,
                           "step_selection": "held_out"},
@@ -106,7 +110,7 @@ PLACEBO_TEACHER = ("hf_teacher_placebo", "hf_teacher_placebo_bal", "sft_full_pla
                    "sft_mix_placebo_bal", "sft_sure_placebo_bal", "sft_sure98_placebo_bal",
                    "sft_sure_kinds_placebo_bal",
                    "sft_spare_placebo_bal", "sft_spare_kinds_placebo_bal", "sft_clip_placebo_bal",
-                   "sft_tgtwriter_clip_placebo_bal")
+                   "sft_tgtwriter_clip_placebo_bal", "sft_rounds_clip_placebo_bal")
 # method -> per-source keys it changes (who writes the synthesized prompts)
 SOURCE_SWITCHES = {"sft_oldsynth_bal": {"synthesizer": "source"}, "sft_srcwriter_bal": {"synthesizer": "source"},
                    "sft_tgtwriter_clip_bal": {"synthesizer": "target"},
@@ -119,4 +123,5 @@ CONTROLLED_BY = {"hf_placebo": "hf", "hf_teacher_placebo": "hf_teacher", "hf_tea
                  "sft_sure_placebo_bal": "sft_sure_bal", "sft_sure98_placebo_bal": "sft_sure98_bal",
                  "sft_sure_kinds_placebo_bal": "sft_sure_kinds_bal", "sft_spare_kinds_placebo_bal": "sft_spare_kinds_bal",
                  "sft_spare_placebo_bal": "sft_spare_bal", "sft_clip_placebo_bal": "sft_clip_bal",
-                 "sft_tgtwriter_clip_placebo_bal": "sft_tgtwriter_clip_bal"}
+                 "sft_tgtwriter_clip_placebo_bal": "sft_tgtwriter_clip_bal",
+                 "sft_rounds_clip_placebo_bal": "sft_rounds_clip_bal"}

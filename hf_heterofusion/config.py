@@ -211,6 +211,11 @@ class FusionConfig(BaseModel):
         "parts: new texts in the writer's own words, which drift off the task), `paraphrase` (reword one seed's "
         "part, the seeds in turn: a base writer continues pairs of a text and its rewording, a chat writer is asked "
         "to rewrite it), or `mixed` (the two in alternate queries).")
+    synthesis_rounds: int = Field(
+        default=1, ge=1, le=8, description="Write `synthesize` in this many rounds (self-instruct): from the second "
+        "round on, each query shows the writer 2 seeds and 2 prompts it wrote before that the expert labelled and "
+        "every filter kept, drawn alike from each answer kind the expert gave, so a wording or a relation it found "
+        "once is shown again; 1 (default) shows the seeds only. Works with `synthesis_style: list` and no steering.")
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")
@@ -335,6 +340,9 @@ class FusionConfig(BaseModel):
         if self.teacher_unsure_spares and self.teacher_min_token_prob is None:
             raise ValueError("`teacher_unsure_spares` exempts answer kinds from `teacher_min_token_prob`, which is "
                              "unset: set it (e.g. 0.9) or remove `teacher_unsure_spares`")
+        if self.synthesis_rounds > 1 and (self.synthesis_style != "list" or self.synthesis_steer != "none"):
+            raise ValueError("`synthesis_rounds` above 1 shows the writer its own kept prompts in a list: set "
+                             "`synthesis_style: list` and `synthesis_steer: none`, or `synthesis_rounds: 1`")
         if self.replay is None and self.max_steps != 0 and self.teacher == "none":
             raise ValueError("`replay` is required (a JSONL file); set `max_steps: 0` to export without training")
         return self

@@ -32,7 +32,7 @@ from hf_heterofusion.teacher.cache import cache_root, content_key, digest_dir, g
 from hf_heterofusion.teacher.discriminator import prompt_features
 from hf_heterofusion.teacher.filters import is_degenerate
 from hf_heterofusion.teacher.plan import TeacherPlan, TeacherPrompt
-from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate, Steering
+from hf_heterofusion.teacher.synthesis import PartFilter, SeedTemplate, Steering, Written
 
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,9 @@ class Labeller:
 
     # ------------------------------------------------------------------------------------------ synthesis
 
-    def synthesize(self) -> tuple[list[TeacherPrompt], dict]:
-        """`plan.synthesize` new prompts written from the seed prompts (see `synthesis.py`).
+    def synthesize(self, count: int | None = None, *, round_: int = 0, written: Written | None = None,
+                   earlier: tuple[str, ...] = ()) -> tuple[list[TeacherPrompt], dict]:
+        """`count` (default `plan.synthesize`) new prompts written from the seed prompts (see `synthesis.py`).
 
         The writer is `plan.writer`: the source *base* (adapter disabled: the adapter was trained to answer
         prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
@@ -149,26 +150,31 @@ class Labeller:
         one more item (its reply read past a lead-in line: `SeedTemplate.past_lead_in`). The new part goes back
         into the seeds' shared template. Rejected candidates are counted per reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`); with
         `synthesis_style: paraphrase` (or `mixed`: every other batch) a query asks for one seed's part reworded.
+        Round `round_` of `synthesis_rounds` also shows parts `written` in earlier rounds (`Written.shots`) and does
+        not repeat the `earlier` rounds' parts (`run.synthesize_rounds` labels and filters between rounds).
         """
+        count = self.plan.synthesize if count is None else count
         plan, cfg = self.plan, self.cfg
         texts = [_as_text(s) for s in plan.seeds]
         writer_digest = None if plan.writer_dir is None else (plan.writer_revision or digest_dir(plan.writer_dir))
-        steering = Steering.from_kinds(self._seed_kinds(texts), plan.synthesize) \
+        steering = Steering.from_kinds(self._seed_kinds(texts), count) \
             if cfg.synthesis_steer == "answer" else None
-        key = content_key([SYNTHESIS_VERSION, self.base_digest, writer_digest, texts, plan.synthesize, cfg.seed,
+        key = content_key([SYNTHESIS_VERSION, self.base_digest, writer_digest, texts, count, cfg.seed,
                            cfg.teacher_batch_size, cfg.synthesis_temperature, cfg.synthesis_top_p,
                            # steered prompts are cached apart; the unsteered key is the one it always was
                            *([["answer", steering.kinds, steering.members]] if steering else []),
                            *([[cfg.synthesis_style]] if cfg.synthesis_style != "list" else []),
                            # only another writer can be a chat model; the source base's key is the one it always was
-                           *([["chat_reader", CHAT_READER_VERSION]] if writer_digest is not None else [])])
+                           *([["chat_reader", CHAT_READER_VERSION]] if writer_digest is not None else []),
+                           *([["rounds", cfg.synthesis_rounds, round_, written and written.to_json(), list(earlier)]]
+                             if cfg.synthesis_rounds > 1 else [])])
         path = cache_root() / "teacher" / f"synth-{key[:24]}.json"
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
             return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in
                     enumerate(data["prompts"])], data["stats"]
         template = SeedTemplate.from_seeds(texts)
-        parts_filter = PartFilter(template)
+        parts_filter = PartFilter(template, earlier)
         model, tokenizer, off = self._writer()
         # A base model continues a list (paraphrase: pairs of a text and its rewording); an instruction-tuned writer
         # is asked in a chat turn for one more item (paraphrase: to rewrite one seed's part).
@@ -182,13 +188,14 @@ class Labeller:
         size = cfg.teacher_batch_size
         # The query budget is counted in batches and does not depend on the number of processes, so N processes
         # accept exactly the prompts one would (each takes every N-th batch; results are read in batch order).
-        limit = math.ceil(4 * plan.synthesize / size) + 1
+        limit = math.ceil(4 * count / size) + 1
         batch = 0
-        while len(accepted) < plan.synthesize and batch < limit:
+        while len(accepted) < count and batch < limit:
             mine = batch + self.rank
             rows = []
             for row in range(size if mine < limit else 0):
-                rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}")
+                # a later round draws apart from the first (whose draws are a one-round run's, as they always were)
+                rng = random.Random(f"{cfg.seed}:{plan.index}:{mine}:{row}" + (f":{round_}" if round_ else ""))
                 pool = list(template.parts) if steering is None else \
                     [template.parts[i] for i in steering.members[steering.kind_of(mine * size + row)]]
                 if _rewords(cfg.synthesis_style, mine):  # the seeds in turn (steered: those of the query's kind)
@@ -197,14 +204,15 @@ class Labeller:
                     query = ({"role": "user", "content": template.paraphrase_request(seed)},) if chat \
                         else template.paraphrase_context(seed)
                 else:
-                    shots = rng.sample(pool, min(SHOTS, len(pool)))
+                    shots = written.shots(rng, pool, SHOTS) if written else rng.sample(pool, min(SHOTS, len(pool)))
                     query = ({"role": "user", "content": template.chat_request(shots)},) if chat \
                         else template.list_context(shots)
                 rows.append(encode_prompt_ids(query, tokenizer))
             with off():
                 gens = generate_batch(model, tokenizer, rows, max_new_tokens=budget, sample=True,
                                       temperature=cfg.synthesis_temperature, top_p=cfg.synthesis_top_p,
-                                      seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine) if rows else []
+                                      seed=cfg.seed * 1_000_003 + plan.index * 10_007 + mine + round_ * 100_003) \
+                    if rows else []
             results = [(mine, [_to_json(g) for g in gens])] if rows else []
             if self.world > 1:
                 from accelerate.utils import gather_object
@@ -223,7 +231,7 @@ class Labeller:
                         stats["empty"] += 1
                     elif is_degenerate(g.token_ids, cfg.teacher_repeat_ngram):
                         stats["degenerate"] += 1
-                    elif len(accepted) < plan.synthesize and parts_filter.accept(part):
+                    elif len(accepted) < count and parts_filter.accept(part):
                         if _rewords(cfg.synthesis_style, done):
                             reworded.add(template.prompt(part))
                         kind = steering.kind_of(done * size + row) if steering else None
@@ -236,7 +244,7 @@ class Labeller:
             batch += self.world
         if steering:
             stats["steered"] = dict(zip(steering.kinds, filled))
-            stats["topped_up"] = min(len(spare), plan.synthesize - len(accepted))
+            stats["topped_up"] = min(len(spare), count - len(accepted))
             accepted += spare[:stats["topped_up"]]
         if cfg.synthesis_style != "list":
             stats["reworded"] = sum(p in reworded for p in accepted)
@@ -246,11 +254,14 @@ class Labeller:
         stats.update(parts_filter.dropped)
         if self.rank == 0:
             write_atomic(path, json.dumps({"prompts": accepted, "stats": stats}))
-        if len(accepted) < plan.synthesize:
-            logger.warning("source %s: synthesized only %d of %d prompts (%s)", plan.name, len(accepted),
-                           plan.synthesize, stats)
+        if len(accepted) < count:
+            logger.warning("source %s: synthesized only %d of %d prompts (%s)", plan.name, len(accepted), count, stats)
         return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in enumerate(accepted)], \
             stats
+
+    def written_part(self, prompt: Prompt) -> str | None:
+        """The part of a synthesized prompt that its writer wrote (the seeds' shared template taken off)."""
+        return SeedTemplate.from_seeds([_as_text(s) for s in self.plan.seeds]).part_of(_as_text(prompt))
 
     def _seed_kinds(self, texts: list[str]) -> list[str]:
         """Each seed's answer kind (`answer_kind`): from its row's answer where given, else from the expert's."""

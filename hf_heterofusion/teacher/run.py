@@ -34,6 +34,7 @@ from hf_heterofusion.teacher.filters import (
 )
 from hf_heterofusion.teacher.labeller import Labeller, release_resident
 from hf_heterofusion.teacher.plan import Origin, TeacherPlan, TeacherPrompt
+from hf_heterofusion.teacher.synthesis import Written
 
 
 logger = logging.getLogger(__name__)
@@ -93,17 +94,17 @@ class Judged:
 def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show_progress: bool = True) -> Judged:
     """Synthesize (when asked), label, and run every filter over one source's prompts; the teacher is freed."""
     labeller = Labeller(plan, cfg, accelerator=accelerator, show_progress=show_progress)
-    synthesized, synthesis = labeller.synthesize() if plan.synthesize else ([], {})
+    if plan.synthesize and cfg.synthesis_rounds > 1:
+        synthesized, synthesis = synthesize_rounds(labeller, plan, cfg)
+    else:
+        synthesized, synthesis = labeller.synthesize() if plan.synthesize else ([], {})
     prompts = list(plan.prompts) + synthesized
     judge = bool(synthesized) and cfg.teacher_on_task_filter
     # The base's scores cost a teacher-forced pass: asked for only where something reads them.
     with_base = judge or cfg.teacher_token_weighting == "skill"
     generations = labeller.label([p.prompt for p in prompts], with_base=with_base)
     cached = labeller.cached
-    profile = None
-    if judge:  # the expert on its own seeds: what on-task looks like
-        profile = SeedProfile.from_answers(labeller.label(list(plan.seeds), with_base=True),
-                                           cfg.teacher_min_excess_ratio, [prompt_text(s) for s in plan.seeds])
+    profile = _seed_profile(labeller, plan, cfg) if judge else None
     real_like = [True] * len(prompts)
     if synthesized and cfg.teacher_discriminator:
         passed, threshold = keep_mask(labeller.features(list(plan.seeds)),
@@ -111,17 +112,61 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
         real_like[len(plan.prompts):] = passed
         synthesis = {**synthesis, "discriminator_threshold": round(threshold, 4)}
     labeller.close()
-    reasons = []
-    for p, g, real in zip(prompts, generations, real_like):
-        reason = drop_reason(g, cfg)
-        if reason is None and profile is not None and p.origin == "synthesized":
-            reason = profile.drop_reason(g, prompt_text(p.prompt))
-        if reason is None and p.origin == "synthesized" and cfg.teacher_min_token_prob is not None \
-                and is_unsure(g, cfg.teacher_min_token_prob) \
-                and answer_kind(g.text, prompt_text(p.prompt)) not in cfg.teacher_unsure_spares:
-            reason = UNSURE_FILTER
-        reasons.append(reason if reason or real else DISCRIMINATOR_FILTER)
+    reasons = [_reason(p, g, profile, cfg) for p, g in zip(prompts, generations)]
+    reasons = [reason if reason or real else DISCRIMINATOR_FILTER for reason, real in zip(reasons, real_like)]
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
+
+
+def synthesize_rounds(labeller: Labeller, plan: TeacherPlan, cfg: FusionConfig) -> tuple[list[TeacherPrompt], dict]:
+    """`synthesis_rounds`: `plan.synthesize` prompts written in rounds of an equal share. After each round the
+    expert labels what was written and the filters judge it; the parts it kept, by answer kind, are shown to the
+    writer in the next rounds (`Written`). The answers are cached, so the final labelling pass reads them back."""
+    profile = _seed_profile(labeller, plan, cfg) if cfg.teacher_on_task_filter else None
+    with_base = cfg.teacher_on_task_filter or cfg.teacher_token_weighting == "skill"  # as the final pass asks
+    out: list[TeacherPrompt] = []
+    kept: list[tuple[str, str]] = []  # (written part, the expert's answer kind) of every kept row so far
+    totals: dict[str, Any] = {}
+    per_round = []
+    for r in range(cfg.synthesis_rounds):
+        count = plan.synthesize // cfg.synthesis_rounds + (r < plan.synthesize % cfg.synthesis_rounds)
+        written = Written.from_kept(kept)
+        earlier = tuple(filter(None, (labeller.written_part(p.prompt) for p in out)))
+        new, stats = labeller.synthesize(count, round_=r, written=written, earlier=earlier)
+        for name, value in stats.items():
+            totals[name] = totals.get(name, 0) + value if isinstance(value, int) else value
+        kept_before = len(kept)
+        for p, g in zip(new, labeller.label([p.prompt for p in new], with_base=with_base) if new else []):
+            part = labeller.written_part(p.prompt)
+            if part is not None and _reason(p, g, profile, cfg) is None:
+                kept.append((part, answer_kind(g.text.strip(), prompt_text(p.prompt))))
+        per_round.append({"written": len(new), "kept": len(kept) - kept_before,
+                          "shown_kinds": {k: len(parts) for k, parts in written.kinds} if written else {}})
+        out += new
+    prompts = [TeacherPrompt(p.prompt, p.origin, f"synthesized #{i} (round {r + 1})")
+               for i, (p, r) in enumerate(zip(out, _round_of(per_round)))]
+    return prompts, {**totals, "rounds": per_round}
+
+
+def _round_of(per_round: list[dict]) -> list[int]:
+    return [r for r, info in enumerate(per_round) for _ in range(info["written"])]
+
+
+def _seed_profile(labeller: Labeller, plan: TeacherPlan, cfg: FusionConfig) -> SeedProfile:
+    """The expert on its own seeds: what on-task looks like."""
+    return SeedProfile.from_answers(labeller.label(list(plan.seeds), with_base=True), cfg.teacher_min_excess_ratio,
+                                    [prompt_text(s) for s in plan.seeds])
+
+
+def _reason(p: TeacherPrompt, g: Generation, profile: SeedProfile | None, cfg: FusionConfig) -> str | None:
+    """The filter that drops one labelled prompt (None: kept); the discriminator is applied apart."""
+    reason = drop_reason(g, cfg)
+    if reason is None and profile is not None and p.origin == "synthesized":
+        reason = profile.drop_reason(g, prompt_text(p.prompt))
+    if reason is None and p.origin == "synthesized" and cfg.teacher_min_token_prob is not None \
+            and is_unsure(g, cfg.teacher_min_token_prob) \
+            and answer_kind(g.text, prompt_text(p.prompt)) not in cfg.teacher_unsure_spares:
+        reason = UNSURE_FILTER
+    return reason
 
 
 def run_teachers(plans: Sequence[TeacherPlan], cfg: FusionConfig, *, accelerator=None,

@@ -22,11 +22,13 @@ on the task (benchmark v7: 96-100 % name the task's lexicon, against 49-78 % fro
 from __future__ import annotations
 
 import os
+import random
 import re
 from dataclasses import dataclass
 
 
 NEAR_DUPLICATE = 0.8  # Jaccard overlap of word sets above which two parts count as the same text
+WRITTEN_SHOTS = 2  # `synthesis_rounds`: of a later round's shots, how many are parts written (and kept) before
 
 # `synthesis_style: paraphrase`, base writers: pairs that show the format "a text, then the same content worded
 # otherwise" (voice, word order, synonyms). Deliberately about nothing a task would label (no employer, home or
@@ -76,6 +78,12 @@ class SeedTemplate:
 
     def prompt(self, part: str) -> str:
         return self.prefix + part + self.suffix
+
+    def part_of(self, prompt: str) -> str | None:
+        """The varying part of a prompt built by `prompt` (None when `prompt` does not fit the template)."""
+        fits = prompt.startswith(self.prefix) and prompt.endswith(self.suffix) \
+            and len(prompt) > len(self.prefix) + len(self.suffix)
+        return prompt[len(self.prefix): len(prompt) - len(self.suffix)] if fits else None
 
     def list_context(self, shots: list[str]) -> str:
         """A numbered list of `shots` (parts) that a base model continues with one more item."""
@@ -158,12 +166,50 @@ class Steering:
         return query % len(self.kinds)
 
 
-class PartFilter:
-    """Accepts new parts in the seeds' length range that are not near-duplicates; counts what it drops."""
+@dataclass(frozen=True)
+class Written:
+    """`synthesis_rounds`: what a later round shows the writer besides the seeds, namely parts it wrote in earlier
+    rounds that the expert labelled and every filter kept, grouped by the expert's answer kind.
 
-    def __init__(self, template: SeedTemplate):
+    Why: a list of the same few seeds is continued with texts like them, so a wording no seed shows, or (when every
+    seed states nothing the task looks for) a sentence that states a relation, turns up rarely and only by chance.
+    Shown again, what the writer once found is written again in new words (self-instruct's growing task pool).
+    Kinds are drawn alike, so a kind the expert gave once is shown as often as the commonest one.
+    """
+
+    kinds: tuple[tuple[str, tuple[str, ...]], ...]  # (answer kind, its kept parts), kinds sorted
+
+    @classmethod
+    def from_kept(cls, kept: list[tuple[str, str]]) -> Written | None:
+        """From (part, answer kind) pairs; None when nothing was kept (the round shows the seeds only)."""
+        by_kind: dict[str, list[str]] = {}
+        for part, kind in kept:
+            by_kind.setdefault(kind, []).append(part)
+        return cls(tuple((k, tuple(by_kind[k])) for k in sorted(by_kind))) if by_kind else None
+
+    def shots(self, rng: random.Random, seeds: list[str], total: int) -> list[str]:
+        """`total` shots: `WRITTEN_SHOTS` written parts (a kind drawn uniformly, then one of its parts, no part
+        twice) and seeds for the rest, in random order."""
+        open_kinds = [list(parts) for _, parts in self.kinds]
+        written = []
+        for _ in range(min(WRITTEN_SHOTS, total - 1, sum(map(len, open_kinds)))):
+            parts = rng.choice([k for k in open_kinds if k])
+            written.append(parts.pop(rng.randrange(len(parts))))
+        shots = rng.sample(seeds, min(total - len(written), len(seeds))) + written
+        rng.shuffle(shots)
+        return shots
+
+    def to_json(self) -> list:
+        return [[kind, list(parts)] for kind, parts in self.kinds]
+
+
+class PartFilter:
+    """Accepts new parts in the seeds' length range that are not near-duplicates (of a seed, of a part accepted
+    before, or of `earlier` parts: other rounds'); counts what it drops."""
+
+    def __init__(self, template: SeedTemplate, earlier: tuple[str, ...] = ()):
         self.template = template
-        self.seen = [_words(p) for p in template.parts]
+        self.seen = [_words(p) for p in (*template.parts, *earlier)]
         self.dropped = {"length": 0, "duplicate": 0}
 
     def accept(self, part: str) -> bool:
@@ -191,4 +237,4 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-__all__ = ["NEAR_DUPLICATE", "PARAPHRASE_PAIRS", "PartFilter", "SeedTemplate", "Steering"]
+__all__ = ["NEAR_DUPLICATE", "PARAPHRASE_PAIRS", "WRITTEN_SHOTS", "PartFilter", "SeedTemplate", "Steering", "Written"]

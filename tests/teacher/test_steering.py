@@ -1,19 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
 """How the writer is asked, on tiny fixtures. `synthesis_steer: answer`: each writer query shows seeds of one answer
 kind, kinds share the prompts, the seeds' own answers decide the kinds (else the expert's), and steered prompts are
-cached apart. `synthesis_style: paraphrase`: each query asks a chat writer to rewrite one seed, the seeds in turn."""
+cached apart. `synthesis_style: paraphrase`: each query asks a chat writer to rewrite one seed, the seeds in turn.
+`synthesis_rounds`: later rounds show the writer kept prompts of earlier rounds, answer kinds drawn alike."""
 
 import json
+import random
 import re
 
 import pytest
 
 from hf_heterofusion.cli.preview import teacher_preview
 from hf_heterofusion.config import FusionConfig
+from hf_heterofusion.data.replay import prompt_text
+from hf_heterofusion.errors import ConfigError
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher import labeller as teacher_labels
 from hf_heterofusion.teacher.run import run_teachers
-from hf_heterofusion.teacher.synthesis import SeedTemplate
+from hf_heterofusion.teacher.synthesis import SeedTemplate, Written
 
 
 FOUND = {"Ann works for Acme.": "Ann, Acme", "Globex hired Bob.": "Bob, Globex", "Cy joined Initech in Rome.": "Cy, Initech"}
@@ -167,3 +171,52 @@ def test_the_preview_and_report_count_the_reworded_prompts(steer_config, rewritt
     reword = steer_config(synthesis_steer="none", synthesis_style="paraphrase")
     source = run_teachers(prepare(reword).teaching, reword, show_progress=False).report["sources"][0]
     assert source["synthesis"]["reworded"] == source["synthesized"] > 0
+
+
+# --- `synthesis_rounds`: later rounds show the writer what it wrote before and the filters kept -------------------
+
+
+def test_written_shots_draw_answer_kinds_alike_and_never_one_part_twice():
+    written = Written.from_kept([(f"common {i}", "none") for i in range(9)] + [("rare", "works_for")])
+    seeds = ["seed a", "seed b", "seed c", "seed d"]
+    draws = [written.shots(random.Random(i), seeds, 4) for i in range(400)]
+    assert all(len(d) == 4 and len(set(d)) == 4 and len(set(d) & set(seeds)) == 2 for d in draws)
+    rare = sum("rare" in d for d in draws) / len(draws)
+    assert 0.6 < rare < 0.9  # kinds alike: 1 - 1/2 * 1/2 = 0.75 (by rows it would be about 0.2)
+    assert draws == [written.shots(random.Random(i), seeds, 4) for i in range(400)]  # seeded
+    assert Written.from_kept([]) is None
+
+
+def test_a_part_is_read_back_only_from_a_prompt_of_the_template():
+    template = SeedTemplate.from_seeds([f"Works-for relations in: {t}\n" for t in FOUND])
+    assert template.part_of(template.prompt("Zed works for Soylent.")) == "Zed works for Soylent."
+    assert template.part_of("Sentiment of: great\n") is None
+    assert template.part_of(template.prefix + template.suffix) is None
+
+
+def test_later_rounds_show_kept_prompts_and_are_reproducible(steer_config, shown, tmp_path, monkeypatch):
+    cfg = steer_config(synthesis_steer="none", synthesis_rounds=2,
+                       sources=[{**steer_config().sources[0].model_dump(), "synthesize": 6}])
+    first = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    report = first.report["sources"][0]
+    rounds = report["synthesis"]["rounds"]
+    assert len(rounds) == 2 and all(0 < r["written"] <= 3 for r in rounds)  # 6 asked: 3 a round
+    assert sum(r["written"] for r in rounds) == report["synthesized"]
+    assert rounds[0]["shown_kinds"] == {} and sum(rounds[1]["shown_kinds"].values()) == rounds[0]["kept"] > 0
+    seeds = set(FOUND) | set(NONE)
+    written = [q for q in shown if not set(q) <= seeds]
+    assert written and all(len(set(q) - seeds) == 2 for q in written)  # 2 written parts + 2 seeds per later query
+    kept_round_one = {prompt_text(r.prompt).removeprefix("Works-for relations in: ").removesuffix("\n")
+                      for r in first.rows if r.origin == "synthesized"}
+    assert all(set(q) - seeds <= kept_round_one for q in written)  # only kept rows are shown again
+    assert all(set(q) <= seeds for q in shown[:len(shown) - len(written)])  # round 1: seeds only
+    monkeypatch.setenv("HF_HETEROFUSION_CACHE", str(tmp_path / "fresh"))
+    again = run_teachers(prepare(cfg).teaching, cfg, show_progress=False)
+    assert [r.prompt for r in again.rows] == [r.prompt for r in first.rows]
+
+
+def test_rounds_need_list_synthesis_without_steering(steer_config):
+    with pytest.raises(ConfigError, match="synthesis_rounds"):
+        steer_config(synthesis_rounds=2)  # the fixture steers
+    with pytest.raises(ConfigError, match="synthesis_style: list"):
+        steer_config(synthesis_steer="none", synthesis_style="paraphrase", synthesis_rounds=3)
