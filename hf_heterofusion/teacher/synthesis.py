@@ -17,6 +17,9 @@ seed or of a part accepted before.
 
 `synthesis_style: paraphrase` asks instead for one seed's part in other words (the seeds in turn): prompts that stay
 on the task (benchmark v7: 96-100 % name the task's lexicon, against 49-78 % from a list) but say what the seeds say.
+
+`synthesis_rounds: R` writes the prompts in R rounds; between rounds the expert labels what was written and the
+filters judge it (`run.synthesize_rounds`), and later rounds show 2 kept written parts besides 2 seeds (`Written`).
 """
 
 from __future__ import annotations

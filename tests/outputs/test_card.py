@@ -342,7 +342,7 @@ def test_card_counts_the_discriminator_and_the_steering_only_when_they_ran_and_t
               "samples": [], "dropped_samples": []}
     report["teacher"] = {"mode": "sources", "rows": 19, "sources": [source], "settings": {}}
     off = render_card(write_output(tmp_path / "off", report))
-    assert "discriminator" not in off and "steered" not in off and "reword" not in off
+    assert "discriminator" not in off and "steered" not in off and "reword" not in off and "rounds" not in off
     source["dropped"] = {**dropped, "unlike_seeds": 2}
     source["synthesis"] = {"writer": "source", "steered": {"works_for": 4, "none": 3}, "topped_up": 1, "reworded": 5}
     source["kept"] = 17
@@ -353,3 +353,8 @@ def test_card_counts_the_discriminator_and_the_steering_only_when_they_ran_and_t
     assert "Synthesized rows of `qwen` kept, by answer kind (the answer's words its prompt lacks): `none` 27, " \
            "`works_for` 16." in text
     assert "prompts written from seeds of each kind: `works_for` 4, `none` 3; 1 more from kinds already full" in text
+    source["synthesis"] = {"writer": "source", "rounds": [{"written": 4, "kept": 3, "shown_kinds": {}},
+                                                          {"written": 4, "kept": 2, "shown_kinds": {"none": 2, "works_for": 1}}]}
+    rounds = render_card(write_output(tmp_path / "rounds", report))
+    assert "wrote in 2 rounds (`synthesis_rounds`)" in rounds
+    assert "round 1 4 written, 3 kept; round 2 4 written, 2 kept (shown: `none` 2, `works_for` 1)." in rounds

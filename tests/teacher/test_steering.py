@@ -215,6 +215,13 @@ def test_later_rounds_show_kept_prompts_and_are_reproducible(steer_config, shown
     assert [r.prompt for r in again.rows] == [r.prompt for r in first.rows]
 
 
+def test_the_preview_shows_each_round(steer_config):
+    text = teacher_preview(steer_config(synthesis_steer="none", synthesis_rounds=2), 4)
+    assert re.search(r"round 1: \d written, \d kept; shown besides seeds: the seeds only", text)
+    assert re.search(r"round 2: \d written, \d kept; shown besides seeds: \S", text)
+    assert "round 1" not in teacher_preview(steer_config(synthesis_steer="none"), 4)
+
+
 def test_rounds_need_list_synthesis_without_steering(steer_config):
     with pytest.raises(ConfigError, match="synthesis_rounds"):
         steer_config(synthesis_rounds=2)  # the fixture steers
