@@ -53,7 +53,8 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
             lines.append(f"  written by rewording a seed: {judged.synthesis['reworded']} of {written} synthesized")
         for r, info in enumerate(judged.synthesis.get("rounds", ())):  # `synthesis_rounds`
             shown = ", ".join(f"{kind} {n}" for kind, n in info["shown_kinds"].items()) or "the seeds only"
-            lines.append(f"  round {r + 1}: {info['written']} written, {info['kept']} kept; shown besides seeds: {shown}")
+            lines.append(f"  round {r + 1}: {info['written']} written, {info['kept']} kept; "
+                         f"shown besides seeds: {shown}")
         for prompt, gen, reason in zip(judged.prompts, judged.generations, judged.reasons):
             text = prompt.prompt if isinstance(prompt.prompt, str) else prompt.prompt[-1]["content"]
             notes = [] if (gain := mean_excess(gen)) is None else [f"gain {gain:+.2f}"]
