@@ -215,7 +215,8 @@ class FusionConfig(BaseModel):
         default=1, ge=1, le=8, description="Write `synthesize` in this many rounds (self-instruct): from the second "
         "round on, each query shows the writer 2 seeds and 2 prompts it wrote before that the expert labelled and "
         "every filter kept, drawn alike from each answer kind the expert gave, so a wording or a relation it found "
-        "once is shown again; 1 (default) shows the seeds only. Works with `synthesis_style: list` and no steering.")
+        "once is shown again; 1 (default) shows the seeds only (3 rounds were lower on the benchmark: the writer drifts "
+        "further off the task, README v14). Works with `synthesis_style: list` and no steering.")
     teacher_on_task_filter: bool = Field(
         default=True, description="Drop synthesized prompts whose answers do not look like the expert's answers on "
         "its seeds (punctuation, length) or on which its adapter barely engages (TiTok's gain over its base).")

@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: Apache-2.0
+"""An independent check of the teacher path from seeds, through the product's CLI with its defaults.
+
+`python -m benchmarks.cli_check --seeds 0 1 2 --out DIR`
+
+A skill only the expert has: the benchmark's `topic` task with its labels renamed to words no model knows (`food`
+-> `glorp`, `sport` -> `blick`, `weather` -> `zorp`), learnt by a LoRA expert on the Gemma-3-270M base. The target
+is SmolLM2-135M-Instruct with the benchmark's `ner_person` adapter as its anchor. Neither the task nor the expert is
+in the benchmark's source pool. Per seed K, the replay set is 16 labelled anchor-task rows plus 4 labelled rows of
+the new task (a random draw by K, as a model card shows them), and three runs of `hf-heterofusion fuse`:
+
+* `defaults`: `teacher: sources`, the expert's source with `synthesize: 48` (everything else the product's default);
+* `placebo`: the same with `teacher_placebo: true` (the expert's B set to zero: its base, without the skill);
+* `seeds_alone`: `teacher: none`, `trainer: lora` on the same replay rows (no teacher).
+
+The placebo and the seeds alone run exactly the defaults' number of optimiser steps (read from its report) at the
+product's lr, so every run has the same budget; the placebo keeps the product's filters, which drop most of a
+skill-less teacher's answers. Each run is scored by `--eval-file` on 60 held-out rows per task
+(exact match of the first line); the expert is scored on the same new-task rows. Outputs land under `--out`, and a
+finished run is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from hf_heterofusion.examples import synthetic
+from hf_heterofusion.examples.experts import train_lora_expert
+
+from .models import ensure_model
+
+
+NEW_LABELS = {"food": "glorp", "sport": "blick", "weather": "zorp"}
+TASK, ANCHOR = "glorp_topic", "ner_person"
+RUNS = ("defaults", "placebo", "seeds_alone")
+
+
+def _rows() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    """(new-task train, new-task test, anchor replay, anchor test) rows, drawn once (fixed seeds)."""
+    topic = synthetic.get_task("topic")
+    train, _, test = synthetic.make_splits(topic, 101, 240, 0, 60)
+    relabel = [[{"prompt": r["prompt"], "response": NEW_LABELS[r["response"]], "source": TASK} for r in rows]
+               for rows in (train, test)]
+    _, replay, anchor_test = synthetic.make_splits(synthetic.get_task(ANCHOR), 103, 0, 16, 60)
+    # no `source`: the anchor's own rows (`task` only names them in the scores)
+    anchor = [[{"prompt": r["prompt"], "response": r["response"], "task": ANCHOR} for r in rows]
+              for rows in (replay, anchor_test)]
+    return relabel[0], relabel[1], anchor[0], anchor[1]
+
+
+def _anchor_adapter() -> Path:
+    """The benchmark's `ner_person` adapter on SmolLM2 (trained by `python -m benchmarks` before this runs)."""
+    experts = ensure_model("smollm2").parent.parent / "experts"
+    for record in sorted(experts.glob("*/bench_expert.json")):
+        if json.loads(record.read_text())["label"] == f"smollm2:{ANCHOR}":
+            return record.parent
+    raise SystemExit(f"no smollm2:{ANCHOR} adapter under {experts}: run the benchmark once (python -m benchmarks)")
+
+
+def _fuse(config: dict, out: Path, eval_file: Path) -> dict:
+    """One `hf-heterofusion fuse` run (1 torch thread), read back from its report; skipped when finished."""
+    report = out / "fusion_report.json"
+    if not report.is_file():
+        cfg = out.with_suffix(".yml")
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(json.dumps(config, indent=1))  # JSON is YAML
+        exe = Path(sys.executable).with_name("hf-heterofusion")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        subprocess.run([str(exe), "fuse", str(cfg), str(out), "--overwrite", "--eval-file", str(eval_file)],
+                       check=True, env=env)
+    return json.loads(report.read_text())
+
+
+def _expert_score(gemma: Path, expert: Path, test: list[dict]) -> float:
+    import torch
+
+    from hf_heterofusion.data.generation import generate_answers
+    from hf_heterofusion.data.models import load_causal_lm, load_tokenizer
+    from hf_heterofusion.data.replay import examples_from_rows
+
+    torch.set_num_threads(1)
+    model = load_causal_lm(gemma, expert)
+    answers = generate_answers(model, load_tokenizer(gemma), examples_from_rows(test), max_new_tokens=8)
+    return 100.0 * sum(a.strip() == r["response"] for a, r in zip(answers, test)) / len(test)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    gemma, smollm = ensure_model("gemma3"), ensure_model("smollm2")
+    train, test, anchor_rows, anchor_test = _rows()
+    expert = out / "expert"
+    if not (expert / "adapter_model.safetensors").is_file():
+        train_lora_expert(gemma, train, expert, seed=0)
+    scores_file = out / "expert_score.json"
+    if not scores_file.is_file():
+        scores_file.write_text(json.dumps({"expert": _expert_score(gemma, expert, test)}))
+    eval_file = out / "eval.jsonl"
+    synthetic.write_jsonl([*test, *anchor_test], eval_file)
+    results = {"expert": json.loads(scores_file.read_text())["expert"], "runs": {}}
+    for seed in args.seeds:
+        seeds = random.Random(f"seeds/{seed}").sample(train, 4)
+        replay = synthetic.write_jsonl([*anchor_rows, *seeds], out / f"seed{seed}" / "replay.jsonl")
+        base = {"target_model": str(smollm), "target_adapter": str(_anchor_adapter()), "replay": str(replay),
+                "seed": seed}
+        source = {"adapter": str(expert), "name": TASK}
+        teacher = {**base, "teacher": "sources",
+                   "sources": [{**source, "base_model": str(gemma), "synthesize": 48}]}
+        done = {"defaults": _fuse(teacher, out / f"seed{seed}" / "defaults", eval_file)}
+        # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
+        budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}
+        if "placebo" in args.runs:
+            done["placebo"] = _fuse({**teacher, "teacher_placebo": True, **budget},
+                                    out / f"seed{seed}" / "placebo", eval_file)
+        if "seeds_alone" in args.runs:
+            done["seeds_alone"] = _fuse({**base, "sources": [source], "trainer": "lora", "replay_balance": "task",
+                                         "max_grad_norm": 1.0, **budget},
+                                        out / f"seed{seed}" / "seeds_alone", eval_file)
+        for name, report in done.items():
+            scored = report["evaluation"]["results"]
+            results["runs"][f"seed {seed} / {name}"] = {
+                "steps": report["training"]["optimizer_steps"], "seeds": [r["response"] for r in seeds],
+                **{task: {"fused": scored["fused"][task]["exact_match"],
+                          "anchor_alone": scored["anchor"][task]["exact_match"]} for task in (TASK, ANCHOR)}}
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
