@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     args = p.parse_args(argv)
     out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     gemma, smollm = ensure_model("gemma3"), ensure_model("smollm2")
     train, test, anchor_rows, anchor_test = _rows()
     expert = out / "expert"

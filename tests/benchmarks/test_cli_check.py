@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`benchmarks.cli_check`: the rows it builds and the runs it asks the CLI for (the CLI itself is stubbed)."""
+
+import json
+
+from benchmarks import cli_check
+
+
+def test_rows_rename_the_labels_and_keep_the_anchor_rows_sourceless():
+    train, test, anchor, anchor_test = cli_check._rows()
+    assert {r["response"] for r in train + test} == set(cli_check.NEW_LABELS.values())
+    assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}  # no test prompt is trained on
+    assert all(r["source"] == cli_check.TASK for r in train + test)
+    assert all("source" not in r and r["task"] == cli_check.ANCHOR for r in anchor + anchor_test)
+    assert (len(train), len(test), len(anchor), len(anchor_test)) == (240, 60, 16, 60)
+
+
+def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkeypatch):
+    calls = []
+
+    def fuse(config, out, eval_file):
+        calls.append((out.name, config))
+        scores = {name: {"exact_match": 50.0} for name in (cli_check.TASK, cli_check.ANCHOR)}
+        return {"training": {"optimizer_steps": 17 if out.name == "defaults" else config["max_steps"]},
+                "evaluation": {"results": {"fused": scores, "anchor": scores}}}
+
+    monkeypatch.setattr(cli_check, "ensure_model", lambda key: tmp_path / key)
+    monkeypatch.setattr(cli_check, "train_lora_expert", lambda *a, **k: None)
+    monkeypatch.setattr(cli_check, "_expert_score", lambda *a: 100.0)
+    monkeypatch.setattr(cli_check, "_anchor_adapter", lambda: tmp_path / "anchor")
+    monkeypatch.setattr(cli_check, "_fuse", fuse)
+    cli_check.main(["--seeds", "3", "--out", str(tmp_path / "out")])
+    runs = dict(calls)
+    assert list(runs) == ["defaults", "placebo", "seeds_alone"]
+    assert "max_steps" not in runs["defaults"] and runs["defaults"]["sources"][0]["synthesize"] == 48
+    assert runs["placebo"]["teacher_placebo"] is True
+    assert runs["seeds_alone"].get("teacher", "none") == "none" and runs["seeds_alone"]["trainer"] == "lora"
+    for name in ("placebo", "seeds_alone"):  # exactly the defaults' steps: a cap above what `epochs` would end at
+        assert runs[name]["max_steps"] == 17 and runs[name]["epochs"] >= 100
+    assert len({c["replay"] for c in runs.values()}) == 1 and len({c["seed"] for c in runs.values()}) == 1
+    replay = [json.loads(line) for line in open(runs["defaults"]["replay"])]
+    assert sum(r.get("source") == cli_check.TASK for r in replay) == 4 and len(replay) == 20
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["expert"] == 100.0 and set(results["runs"]) == {f"seed 3 / {n}" for n in runs}
