@@ -87,7 +87,7 @@ def _expert_score(gemma: Path, expert: Path, test: list[dict]) -> float:
     torch.set_num_threads(1)
     model = load_causal_lm(gemma, expert)
     answers = generate_answers(model, load_tokenizer(gemma), examples_from_rows(test), max_new_tokens=8)
-    return 100.0 * sum(a.strip() == r["response"] for a, r in zip(answers, test)) / len(test)
+    return synthetic.score(synthetic.get_task("topic"), answers, [r["response"] for r in test])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,10 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     eval_file = out / "eval.jsonl"
     synthetic.write_jsonl([*test, *anchor_test], eval_file)
     results = {"expert": json.loads(scores_file.read_text())["expert"], "runs": {}}
+    anchor_adapter = _anchor_adapter()
     for seed in args.seeds:
         seeds = random.Random(f"seeds/{seed}").sample(train, 4)
         replay = synthetic.write_jsonl([*anchor_rows, *seeds], out / f"seed{seed}" / "replay.jsonl")
-        base = {"target_model": str(smollm), "target_adapter": str(_anchor_adapter()), "replay": str(replay),
+        base = {"target_model": str(smollm), "target_adapter": str(anchor_adapter), "replay": str(replay),
                 "seed": seed}
         source = {"adapter": str(expert), "name": TASK}
         teacher = {**base, "teacher": "sources",

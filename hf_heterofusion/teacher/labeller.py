@@ -10,6 +10,7 @@ so a resumed or multi-process run pads and decodes every batch exactly like an u
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -148,8 +149,9 @@ class Labeller:
         prompts, not to write them), which continues a numbered list of `SHOTS` seeds' varying parts; or another
         model (`synthesizer: target` or a model reference), asked through its chat template, when it has one, for
         one more item (its reply read past a lead-in line: `SeedTemplate.past_lead_in`). The new part goes back
-        into the seeds' shared template. Rejected candidates are counted per reason. With `synthesis_steer: answer` each query shows seeds of one answer kind only (`Steering`); with
-        `synthesis_style: paraphrase` (or `mixed`: every other batch) a query asks for one seed's part reworded.
+        into the seeds' shared template. Rejected candidates are counted per reason. With `synthesis_steer: answer`
+        each query shows seeds of one answer kind only (`Steering`); with `synthesis_style: paraphrase` (or
+        `mixed`: every other batch) a query asks for one seed's part reworded.
         Round `round_` of `synthesis_rounds` also shows parts `written` in earlier rounds (`Written.shots`) and does
         not repeat the `earlier` rounds' parts (`run.synthesize_rounds` labels and filters between rounds).
         """
@@ -173,7 +175,7 @@ class Labeller:
             data = json.loads(path.read_text(encoding="utf-8"))
             return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in
                     enumerate(data["prompts"])], data["stats"]
-        template = SeedTemplate.from_seeds(texts)
+        template = self.template
         parts_filter = PartFilter(template, earlier)
         model, tokenizer, off = self._writer()
         # A base model continues a list (paraphrase: pairs of a text and its rewording); an instruction-tuned writer
@@ -259,9 +261,14 @@ class Labeller:
         return [TeacherPrompt(self._wrap(t), "synthesized", f"synthesized #{i}") for i, t in enumerate(accepted)], \
             stats
 
+    @functools.cached_property
+    def template(self) -> SeedTemplate:
+        """What the seeds share and what they vary (`SeedTemplate`)."""
+        return SeedTemplate.from_seeds([_as_text(s) for s in self.plan.seeds])
+
     def written_part(self, prompt: Prompt) -> str | None:
         """The part of a synthesized prompt that its writer wrote (the seeds' shared template taken off)."""
-        return SeedTemplate.from_seeds([_as_text(s) for s in self.plan.seeds]).part_of(_as_text(prompt))
+        return self.template.part_of(_as_text(prompt))
 
     def _seed_kinds(self, texts: list[str]) -> list[str]:
         """Each seed's answer kind (`answer_kind`): from its row's answer where given, else from the expert's."""

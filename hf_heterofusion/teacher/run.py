@@ -94,8 +94,11 @@ class Judged:
 def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show_progress: bool = True) -> Judged:
     """Synthesize (when asked), label, and run every filter over one source's prompts; the teacher is freed."""
     labeller = Labeller(plan, cfg, accelerator=accelerator, show_progress=show_progress)
+    profile = None
     if plan.synthesize and cfg.synthesis_rounds > 1:
-        synthesized, synthesis = synthesize_rounds(labeller, plan, cfg)
+        # the rounds judge each round's prompts, so they need what on-task looks like first
+        profile = _seed_profile(labeller, plan, cfg) if cfg.teacher_on_task_filter else None
+        synthesized, synthesis = synthesize_rounds(labeller, plan, cfg, profile)
     else:
         synthesized, synthesis = labeller.synthesize() if plan.synthesize else ([], {})
     prompts = list(plan.prompts) + synthesized
@@ -104,7 +107,7 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
     with_base = judge or cfg.teacher_token_weighting == "skill"
     generations = labeller.label([p.prompt for p in prompts], with_base=with_base)
     cached = labeller.cached
-    profile = _seed_profile(labeller, plan, cfg) if judge else None
+    profile = (profile or _seed_profile(labeller, plan, cfg)) if judge else None
     real_like = [True] * len(prompts)
     if synthesized and cfg.teacher_discriminator:
         passed, threshold = keep_mask(labeller.features(list(plan.seeds)),
@@ -117,38 +120,37 @@ def judge_source(plan: TeacherPlan, cfg: FusionConfig, *, accelerator=None, show
     return Judged(tuple(prompts), tuple(generations), tuple(reasons), synthesis, profile, labeller, cached)
 
 
-def synthesize_rounds(labeller: Labeller, plan: TeacherPlan, cfg: FusionConfig) -> tuple[list[TeacherPrompt], dict]:
+def synthesize_rounds(labeller: Labeller, plan: TeacherPlan, cfg: FusionConfig, profile: SeedProfile | None
+                      ) -> tuple[list[TeacherPrompt], dict]:
     """`synthesis_rounds`: `plan.synthesize` prompts written in rounds of an equal share. After each round the
-    expert labels what was written and the filters judge it; the parts it kept, by answer kind, are shown to the
-    writer in the next rounds (`Written`). The answers are cached, so the final labelling pass reads them back."""
-    profile = _seed_profile(labeller, plan, cfg) if cfg.teacher_on_task_filter else None
+    expert labels what was written and the filters judge it (`profile`: the on-task filter's reference); the parts
+    it kept, by answer kind, are shown to the writer in the next rounds (`Written`). The answers are cached, so the
+    final labelling pass reads them back."""
     with_base = cfg.teacher_on_task_filter or cfg.teacher_token_weighting == "skill"  # as the final pass asks
     out: list[TeacherPrompt] = []
+    parts: list[str] = []  # every part written so far: a later round writes none of them again
     kept: list[tuple[str, str]] = []  # (written part, the expert's answer kind) of every kept row so far
     totals: dict[str, Any] = {}
     per_round = []
     for r in range(cfg.synthesis_rounds):
         count = plan.synthesize // cfg.synthesis_rounds + (r < plan.synthesize % cfg.synthesis_rounds)
         written = Written.from_kept(kept)
-        earlier = tuple(filter(None, (labeller.written_part(p.prompt) for p in out)))
-        new, stats = labeller.synthesize(count, round_=r, written=written, earlier=earlier)
+        new, stats = labeller.synthesize(count, round_=r, written=written, earlier=tuple(parts))
         for name, value in stats.items():
             totals[name] = totals.get(name, 0) + value if isinstance(value, int) else value
         kept_before = len(kept)
         for p, g in zip(new, labeller.label([p.prompt for p in new], with_base=with_base) if new else []):
             part = labeller.written_part(p.prompt)
-            if part is not None and _reason(p, g, profile, cfg) is None:
+            if part is None:
+                continue
+            parts.append(part)
+            if _reason(p, g, profile, cfg) is None:
                 kept.append((part, answer_kind(g.text.strip(), prompt_text(p.prompt))))
         per_round.append({"written": len(new), "kept": len(kept) - kept_before,
-                          "shown_kinds": {k: len(parts) for k, parts in written.kinds} if written else {}})
-        out += new
-    prompts = [TeacherPrompt(p.prompt, p.origin, f"synthesized #{i} (round {r + 1})")
-               for i, (p, r) in enumerate(zip(out, _round_of(per_round)))]
-    return prompts, {**totals, "rounds": per_round}
-
-
-def _round_of(per_round: list[dict]) -> list[int]:
-    return [r for r, info in enumerate(per_round) for _ in range(info["written"])]
+                          "shown_kinds": {k: len(shown) for k, shown in written.kinds} if written else {}})
+        out += [TeacherPrompt(p.prompt, p.origin, f"synthesized #{len(out) + i} (round {r + 1})")
+                for i, p in enumerate(new)]
+    return out, {**totals, "rounds": per_round}
 
 
 def _seed_profile(labeller: Labeller, plan: TeacherPlan, cfg: FusionConfig) -> SeedProfile:
