@@ -9,8 +9,10 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The teacher stage caches labelled rows under $HF_HETEROFUSION_CACHE: never the user's cache during tests.
+# The teacher stage caches labelled rows under $HF_HETEROFUSION_CACHE: never the user's cache during tests, and
+# removed when the test process ends (each xdist worker makes its own).
 os.environ["HF_HETEROFUSION_CACHE"] = __import__("tempfile").mkdtemp(prefix="hf-heterofusion-test-cache-")
+__import__("atexit").register(__import__("shutil").rmtree, os.environ["HF_HETEROFUSION_CACHE"], ignore_errors=True)
 
 import torch  # noqa: E402
 
