@@ -15,7 +15,7 @@ from hf_heterofusion.config import FusionConfig
 from hf_heterofusion.prepare import prepare
 from hf_heterofusion.teacher.filters import least_token_prob, mean_excess
 from hf_heterofusion.teacher.labeller import release_resident
-from hf_heterofusion.teacher.run import judge_source
+from hf_heterofusion.teacher.run import judge_source, one_answer_note
 
 
 WIDTH = 60  # characters of a prompt or an answer shown
@@ -45,6 +45,9 @@ def teacher_preview(cfg: FusionConfig, n: int, *, lock=None) -> str:
             p = judged.profile.to_json()
             lines.append(f"  on-task reference (the expert on its {len(plan.seeds)} seeds): punctuation "
                          f"{p['marks']!r}, {p['words'][0]}-{p['words'][1]} words, gain over base {p['seed_excess']}")
+            if judged.profile.only_answer:
+                answers = [g.text.strip() for g, reason in zip(judged.generations, judged.reasons) if reason is None]
+                lines.append("  " + one_answer_note(plan.name, judged.profile, len(plan.seeds), answers))
         if "steered" in judged.synthesis:  # `synthesis_steer: answer`: which seed kind each written prompt imitates
             lines.append("  written from seeds of each answer kind: " + ", ".join(
                 f"{kind} {n}" for kind, n in judged.synthesis["steered"].items()))

@@ -276,15 +276,19 @@ def _warn_kept_little(name: str, kept: int, labelled: int, dropped: dict[str, in
 
 
 def _warn_one_answer(name: str, profile: SeedProfile, n_seeds: int, kept: Sequence[str]) -> None:
-    """Seeds that all get one answer (four `none` seeds of a relation task) make a writer imitate that case, and
-    they say nothing of what the other answers look like, so the on-task filters cannot judge those (benchmark v12:
-    of the lives-in rows a writer made from four `none` seeds, about half answered `none`, and most found relations
-    were ones the sentence does not state: `Jack travelled to Glasgow.` -> `lives_in: Jack, Glasgow`)."""
+    warnings.warn(one_answer_note(name, profile, n_seeds, kept), SeedsOneAnswerWarning, stacklevel=3)
+
+
+def one_answer_note(name: str, profile: SeedProfile, n_seeds: int, kept: Sequence[str]) -> str:
+    """What to tell a user whose seeds all get one answer (the warning of a fit, a line of the preview). Such seeds
+    (four `none` seeds of a relation task) make a writer imitate that case, and they say nothing of what the other
+    answers look like, so the on-task filters cannot judge those (benchmark v12: of the lives-in rows a writer made
+    from four `none` seeds, about half answered `none`, and most found relations were ones the sentence does not
+    state: `Jack travelled to Glasgow.` -> `lives_in: Jack, Glasgow`)."""
     same = sum(text == profile.only_answer for text in kept)
-    warnings.warn(f"teacher `{name}`: the expert answers `{profile.only_answer}` to all {n_seeds} seeds; the "
-                  f"synthesized prompts imitate them ({same} of {len(kept)} kept rows answer it too) and its other "
-                  "answers cannot be judged against any seed: give seeds (or `prompts`) on which the expert's answer "
-                  "differs", SeedsOneAnswerWarning, stacklevel=3)
+    return (f"teacher `{name}`: the expert answers `{profile.only_answer}` to all {n_seeds} seeds; the synthesized "
+            f"prompts imitate them ({same} of {len(kept)} kept rows answer it too) and its other answers cannot be "
+            "judged against any seed: give seeds (or `prompts`) on which the expert's answer differs")
 
 
-__all__ = ["Judged", "TeacherResult", "TeacherRow", "judge_source", "run_teachers"]
+__all__ = ["Judged", "TeacherResult", "TeacherRow", "judge_source", "one_answer_note", "run_teachers"]

@@ -353,6 +353,10 @@ def test_card_counts_the_discriminator_and_the_steering_only_when_they_ran_and_t
     assert "Synthesized rows of `qwen` kept, by answer kind (the answer's words its prompt lacks): `none` 27, " \
            "`works_for` 16." in text
     assert "prompts written from seeds of each kind: `works_for` 4, `none` 3; 1 more from kinds already full" in text
+    assert "gave one answer" not in text
+    source["seed_profile"] = {"only_answer": "none", "labels": ["none"], "judges_shape": False}
+    one = render_card(write_output(tmp_path / "one", report))
+    assert "**The expert of `qwen` gave one answer, `none`, to every seed.**" in one
     source["synthesis"] = {"writer": "source", "rounds": [{"written": 4, "kept": 3, "shown_kinds": {}},
                                                           {"written": 4, "kept": 2, "shown_kinds": {"none": 2, "works_for": 1}}]}
     rounds = render_card(write_output(tmp_path / "rounds", report))

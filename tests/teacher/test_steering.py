@@ -227,3 +227,17 @@ def test_rounds_need_list_synthesis_without_steering(steer_config):
         steer_config(synthesis_rounds=2)  # the fixture steers
     with pytest.raises(ConfigError, match="synthesis_style: list"):
         steer_config(synthesis_steer="none", synthesis_style="paraphrase", synthesis_rounds=3)
+
+
+def test_the_preview_says_when_every_seed_got_one_answer(steer_config, monkeypatch):
+    """The fit warns (`SeedsOneAnswerWarning`); the preview, which a user runs before paying for it, says so too."""
+    from hf_heterofusion.data.generation import Generation
+    from hf_heterofusion.teacher import run as teacher_run
+    from hf_heterofusion.teacher.filters import SeedProfile
+
+    cfg = steer_config(synthesis_steer="none", teacher_on_task_filter=True)
+    assert "to all" not in teacher_preview(cfg, 3)  # the tiny expert's answers differ between seeds
+    alike = SeedProfile.from_answers([Generation("none", (1,), True, -0.1) for _ in range(4)], ratio=0.5)
+    monkeypatch.setattr(teacher_run, "_seed_profile", lambda *a: alike)
+    text = teacher_preview(cfg, 3)
+    assert re.search(r"teacher `qwen`: the expert answers `none` to all 5 seeds; .*\(\d+ of \d+ kept rows", text)
