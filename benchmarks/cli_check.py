@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """An independent check of the teacher path from seeds, through the product's CLI with its defaults.
 
-`python -m benchmarks.cli_check --seeds 0 1 2 --out DIR`
+`python -m benchmarks.cli_check --seeds 0 1 2 --out DIR [--card]`
 
 A skill only the expert has: the benchmark's `topic` task with its labels renamed to words no model knows (`food`
 -> `glorp`, `sport` -> `blick`, `weather` -> `zorp`), learnt by a LoRA expert on the Gemma-3-270M base. The target
 is SmolLM2-135M-Instruct with the benchmark's `ner_person` adapter as its anchor. Neither the task nor the expert is
 in the benchmark's source pool. Per seed K, the replay set is 16 labelled anchor-task rows plus 4 labelled rows of
-the new task (a random draw by K, as a model card shows them), and three runs of `hf-heterofusion fuse`:
+the new task, and three runs of `hf-heterofusion fuse`. The 4 rows are a random draw by K, or with `--card` one row
+of each label and one more (as a model card shows examples; a random draw of 4 can show one label only, the case the
+product warns about). The runs:
 
 * `defaults`: `teacher: sources`, the expert's source with `synthesize: 48` (everything else the product's default);
 * `placebo`: the same with `teacher_placebo: true` (the expert's B set to zero: its base, without the skill);
@@ -54,6 +56,18 @@ def _rows() -> tuple[list[dict], list[dict], list[dict], list[dict]]:
     return relabel[0], relabel[1], anchor[0], anchor[1]
 
 
+def draw_seeds(train: list[dict], seed: int, *, card: bool) -> list[dict]:
+    """The 4 labelled rows of the new task that run seed `seed` gets: a random draw, or (`card`) one random row of
+    each label plus one more, in random order."""
+    if not card:
+        return random.Random(f"seeds/{seed}").sample(train, 4)
+    rng = random.Random(f"card/{seed}")
+    picked = [rng.choice([r for r in train if r["response"] == label]) for label in sorted(NEW_LABELS.values())]
+    picked.append(rng.choice([r for r in train if r not in picked]))
+    rng.shuffle(picked)
+    return picked
+
+
 def _anchor_adapter() -> Path:
     """The benchmark's `ner_person` adapter on SmolLM2 (trained by `python -m benchmarks` before this runs)."""
     experts = ensure_model("smollm2").parent.parent / "experts"
@@ -95,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
+    p.add_argument("--card", action="store_true", help="seeds that show every label (one each, plus one)")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -108,29 +123,32 @@ def main(argv: list[str] | None = None) -> None:
         scores_file.write_text(json.dumps({"expert": _expert_score(gemma, expert, test)}))
     eval_file = out / "eval.jsonl"
     synthetic.write_jsonl([*test, *anchor_test], eval_file)
-    results = {"expert": json.loads(scores_file.read_text())["expert"], "runs": {}}
+    earlier = out / "results.json"  # runs of other seeds or draws into the same folder stay in it
+    results = {"expert": json.loads(scores_file.read_text())["expert"],
+               "runs": json.loads(earlier.read_text())["runs"] if earlier.is_file() else {}}
     anchor_adapter = _anchor_adapter()
     for seed in args.seeds:
-        seeds = random.Random(f"seeds/{seed}").sample(train, 4)
-        replay = synthetic.write_jsonl([*anchor_rows, *seeds], out / f"seed{seed}" / "replay.jsonl")
+        seeds = draw_seeds(train, seed, card=args.card)
+        draw = f"card{seed}" if args.card else f"seed{seed}"
+        replay = synthetic.write_jsonl([*anchor_rows, *seeds], out / draw / "replay.jsonl")
         base = {"target_model": str(smollm), "target_adapter": str(anchor_adapter), "replay": str(replay),
                 "seed": seed}
         source = {"adapter": str(expert), "name": TASK}
         teacher = {**base, "teacher": "sources",
                    "sources": [{**source, "base_model": str(gemma), "synthesize": 48}]}
-        done = {"defaults": _fuse(teacher, out / f"seed{seed}" / "defaults", eval_file)}
+        done = {"defaults": _fuse(teacher, out / draw / "defaults", eval_file)}
         # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
         budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}
         if "placebo" in args.runs:
             done["placebo"] = _fuse({**teacher, "teacher_placebo": True, **budget},
-                                    out / f"seed{seed}" / "placebo", eval_file)
+                                    out / draw / "placebo", eval_file)
         if "seeds_alone" in args.runs:
             done["seeds_alone"] = _fuse({**base, "sources": [source], "trainer": "lora", "replay_balance": "task",
                                          "max_grad_norm": 1.0, **budget},
-                                        out / f"seed{seed}" / "seeds_alone", eval_file)
+                                        out / draw / "seeds_alone", eval_file)
         for name, report in done.items():
             scored = report["evaluation"]["results"]
-            results["runs"][f"seed {seed} / {name}"] = {
+            results["runs"][f"{draw[:4]} {seed} / {name}"] = {
                 "steps": report["training"]["optimizer_steps"], "seeds": [r["response"] for r in seeds],
                 **{task: {"fused": scored["fused"][task]["exact_match"],
                           "anchor_alone": scored["anchor"][task]["exact_match"]} for task in (TASK, ANCHOR)}}

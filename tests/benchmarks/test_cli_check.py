@@ -42,3 +42,27 @@ def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkey
     assert sum(r.get("source") == cli_check.TASK for r in replay) == 4 and len(replay) == 20
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["expert"] == 100.0 and set(results["runs"]) == {f"seed 3 / {n}" for n in runs}
+
+
+def test_a_card_draw_shows_every_label_and_results_of_earlier_draws_stay(tmp_path, monkeypatch):
+    train = cli_check._rows()[0]
+    for seed in range(20):
+        labels = [r["response"] for r in cli_check.draw_seeds(train, seed, card=True)]
+        assert len(labels) == 4 and set(labels) == set(cli_check.NEW_LABELS.values())
+    assert cli_check.draw_seeds(train, 0, card=True) != cli_check.draw_seeds(train, 1, card=True)
+    assert {r["response"] for r in cli_check.draw_seeds(train, 0, card=False)} == {"glorp"}  # v14's seed 0
+
+    def fuse(config, out, eval_file):
+        scores = {name: {"exact_match": 50.0} for name in (cli_check.TASK, cli_check.ANCHOR)}
+        return {"training": {"optimizer_steps": 5}, "evaluation": {"results": {"fused": scores, "anchor": scores}}}
+
+    monkeypatch.setattr(cli_check, "ensure_model", lambda key: tmp_path / key)
+    monkeypatch.setattr(cli_check, "train_lora_expert", lambda *a, **k: None)
+    monkeypatch.setattr(cli_check, "_expert_score", lambda *a: 100.0)
+    monkeypatch.setattr(cli_check, "_anchor_adapter", lambda: tmp_path / "anchor")
+    monkeypatch.setattr(cli_check, "_fuse", fuse)
+    out = tmp_path / "out"
+    cli_check.main(["--seeds", "1", "--out", str(out), "--runs", "defaults"])
+    cli_check.main(["--seeds", "1", "--out", str(out), "--runs", "defaults", "--card"])
+    assert set(json.loads((out / "results.json").read_text())["runs"]) == {"seed 1 / defaults", "card 1 / defaults"}
+    assert (out / "card1" / "replay.jsonl").is_file() and (out / "seed1" / "replay.jsonl").is_file()
