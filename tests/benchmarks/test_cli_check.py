@@ -3,6 +3,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import cli_check
 
 
@@ -15,7 +17,16 @@ def test_rows_rename_the_labels_and_keep_the_anchor_rows_sourceless():
     assert (len(train), len(test), len(anchor), len(anchor_test)) == (240, 60, 16, 60)
 
 
-def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkeypatch):
+@pytest.fixture()
+def no_models(tmp_path, monkeypatch):
+    """Everything but the runs stubbed: no model is converted, trained or scored."""
+    monkeypatch.setattr(cli_check, "ensure_model", lambda key: tmp_path / key)
+    monkeypatch.setattr(cli_check, "train_lora_expert", lambda *a, **k: None)
+    monkeypatch.setattr(cli_check, "_expert_score", lambda *a: 100.0)
+    monkeypatch.setattr(cli_check, "_anchor_adapter", lambda: tmp_path / "anchor")
+
+
+def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkeypatch, no_models):
     calls = []
 
     def fuse(config, out, eval_file):
@@ -24,10 +35,6 @@ def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkey
         return {"training": {"optimizer_steps": 17 if out.name == "defaults" else config["max_steps"]},
                 "evaluation": {"results": {"fused": scores, "anchor": scores}}}
 
-    monkeypatch.setattr(cli_check, "ensure_model", lambda key: tmp_path / key)
-    monkeypatch.setattr(cli_check, "train_lora_expert", lambda *a, **k: None)
-    monkeypatch.setattr(cli_check, "_expert_score", lambda *a: 100.0)
-    monkeypatch.setattr(cli_check, "_anchor_adapter", lambda: tmp_path / "anchor")
     monkeypatch.setattr(cli_check, "_fuse", fuse)
     cli_check.main(["--seeds", "3", "--out", str(tmp_path / "out")])
     runs = dict(calls)
@@ -44,7 +51,7 @@ def test_every_run_gets_the_defaults_budget_and_the_same_replay(tmp_path, monkey
     assert results["expert"] == 100.0 and set(results["runs"]) == {f"seed 3 / {n}" for n in runs}
 
 
-def test_a_card_draw_shows_every_label_and_results_of_earlier_draws_stay(tmp_path, monkeypatch):
+def test_a_card_draw_shows_every_label_and_results_of_earlier_draws_stay(tmp_path, monkeypatch, no_models):
     train = cli_check._rows()[0]
     for seed in range(20):
         labels = [r["response"] for r in cli_check.draw_seeds(train, seed, card=True)]
@@ -56,10 +63,6 @@ def test_a_card_draw_shows_every_label_and_results_of_earlier_draws_stay(tmp_pat
         scores = {name: {"exact_match": 50.0} for name in (cli_check.TASK, cli_check.ANCHOR)}
         return {"training": {"optimizer_steps": 5}, "evaluation": {"results": {"fused": scores, "anchor": scores}}}
 
-    monkeypatch.setattr(cli_check, "ensure_model", lambda key: tmp_path / key)
-    monkeypatch.setattr(cli_check, "train_lora_expert", lambda *a, **k: None)
-    monkeypatch.setattr(cli_check, "_expert_score", lambda *a: 100.0)
-    monkeypatch.setattr(cli_check, "_anchor_adapter", lambda: tmp_path / "anchor")
     monkeypatch.setattr(cli_check, "_fuse", fuse)
     out = tmp_path / "out"
     cli_check.main(["--seeds", "1", "--out", str(out), "--runs", "defaults"])
