@@ -11,7 +11,8 @@ the new task, and three runs of `hf-heterofusion fuse`. The 4 rows are a random 
 of each label and one more (as a model card shows examples; a random draw of 4 can show one label only, the case the
 product warns about). The runs:
 
-* `defaults`: `teacher: sources`, the expert's source with `synthesize: 48` (everything else the product's default);
+* `defaults`: `teacher: sources`, the expert's source with `synthesize: 48` (`--synthesize`; everything else the
+  product's default);
 * `placebo`: the same with `teacher_placebo: true` (the expert's B set to zero: its base, without the skill);
 * `seeds_alone`: `teacher: none`, `trainer: lora` on the same replay rows (no teacher).
 
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     p.add_argument("--card", action="store_true", help="seeds that show every label (one each, plus one)")
+    p.add_argument("--synthesize", type=int, default=48, help="prompts the writer writes (use another --out)")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seed": seed}
         source = {"adapter": str(expert), "name": TASK}
         teacher = {**base, "teacher": "sources",
-                   "sources": [{**source, "base_model": str(gemma), "synthesize": 48}]}
+                   "sources": [{**source, "base_model": str(gemma), "synthesize": args.synthesize}]}
         done = {"defaults": _fuse(teacher, out / draw / "defaults", eval_file)}
         # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
         budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}

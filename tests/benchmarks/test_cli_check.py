@@ -69,3 +69,16 @@ def test_a_card_draw_shows_every_label_and_results_of_earlier_draws_stay(tmp_pat
     cli_check.main(["--seeds", "1", "--out", str(out), "--runs", "defaults", "--card"])
     assert set(json.loads((out / "results.json").read_text())["runs"]) == {"seed 1 / defaults", "card 1 / defaults"}
     assert (out / "card1" / "replay.jsonl").is_file() and (out / "seed1" / "replay.jsonl").is_file()
+
+
+def test_synthesize_sets_the_writers_count(tmp_path, monkeypatch, no_models):
+    asked = []
+
+    def fuse(config, out, eval_file):
+        asked.append(config["sources"][0].get("synthesize"))
+        scores = {name: {"exact_match": 50.0} for name in (cli_check.TASK, cli_check.ANCHOR)}
+        return {"training": {"optimizer_steps": 5}, "evaluation": {"results": {"fused": scores, "anchor": scores}}}
+
+    monkeypatch.setattr(cli_check, "_fuse", fuse)
+    cli_check.main(["--seeds", "0", "--out", str(tmp_path / "out"), "--runs", "defaults", "--synthesize", "96"])
+    assert asked == [96]
