@@ -20,7 +20,9 @@ The placebo and the seeds alone run exactly the defaults' number of optimiser st
 product's lr, so every run has the same budget; the placebo keeps the product's filters, which drop most of a
 skill-less teacher's answers. Each run is scored by `--eval-file` on 60 held-out rows per task
 (exact match of the first line); the expert is scored on the same new-task rows. Outputs land under `--out`, and a
-finished run is not run again.
+finished run is not run again. `--synthesize N` has the writer write N prompts (3 epochs over more rows is more
+steps), and `--budget-from DIR` runs every arm, the defaults too, at the steps of DIR's defaults run on the same
+draw: together they tell the rows' effect from the steps' (benchmark v15).
 """
 
 from __future__ import annotations
@@ -92,6 +94,14 @@ def _fuse(config: dict, out: Path, eval_file: Path) -> dict:
     return json.loads(report.read_text())
 
 
+def _steps(run: Path) -> int:
+    """The optimiser steps a finished `fuse` run took (its report)."""
+    report = run / "fusion_report.json"
+    if not report.is_file():
+        raise SystemExit(f"--budget-from: no finished run at {run}")
+    return json.loads(report.read_text())["training"]["optimizer_steps"]
+
+
 def _expert_score(gemma: Path, expert: Path, test: list[dict]) -> float:
     import torch
 
@@ -112,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     p.add_argument("--card", action="store_true", help="seeds that show every label (one each, plus one)")
     p.add_argument("--synthesize", type=int, default=48, help="prompts the writer writes (use another --out)")
+    p.add_argument("--budget-from", type=Path, default=None,
+                   help="another check's folder: every run (the defaults too) takes the steps of its defaults run "
+                        "on the same draw (rows and steps told apart)")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -138,8 +151,10 @@ def main(argv: list[str] | None = None) -> None:
         source = {"adapter": str(expert), "name": TASK}
         teacher = {**base, "teacher": "sources",
                    "sources": [{**source, "base_model": str(gemma), "synthesize": args.synthesize}]}
-        done = {"defaults": _fuse(teacher, out / draw / "defaults", eval_file)}
         # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
+        fixed = None if args.budget_from is None else _steps(args.budget_from / draw / "defaults")
+        done = {"defaults": _fuse({**teacher, **({"max_steps": fixed, "epochs": 1000} if fixed else {})},
+                                  out / draw / "defaults", eval_file)}
         budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}
         if "placebo" in args.runs:
             done["placebo"] = _fuse({**teacher, "teacher_placebo": True, **budget},

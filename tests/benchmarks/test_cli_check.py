@@ -82,3 +82,22 @@ def test_synthesize_sets_the_writers_count(tmp_path, monkeypatch, no_models):
     monkeypatch.setattr(cli_check, "_fuse", fuse)
     cli_check.main(["--seeds", "0", "--out", str(tmp_path / "out"), "--runs", "defaults", "--synthesize", "96"])
     assert asked == [96]
+
+
+def test_budget_from_gives_every_run_the_steps_of_another_checks_defaults(tmp_path, monkeypatch, no_models):
+    other = tmp_path / "other" / "seed2" / "defaults"
+    other.mkdir(parents=True)
+    (other / "fusion_report.json").write_text(json.dumps({"training": {"optimizer_steps": 144}}))
+    asked = []
+
+    def fuse(config, out, eval_file):
+        asked.append((out.name, config.get("max_steps"), config.get("epochs")))
+        scores = {name: {"exact_match": 50.0} for name in (cli_check.TASK, cli_check.ANCHOR)}
+        steps = config.get("max_steps", 39)
+        return {"training": {"optimizer_steps": steps}, "evaluation": {"results": {"fused": scores, "anchor": scores}}}
+
+    monkeypatch.setattr(cli_check, "_fuse", fuse)
+    cli_check.main(["--seeds", "2", "--out", str(tmp_path / "out"), "--budget-from", str(tmp_path / "other")])
+    assert asked == [("defaults", 144, 1000), ("placebo", 144, 1000), ("seeds_alone", 144, 1000)]
+    with pytest.raises(SystemExit, match="no finished run"):
+        cli_check.main(["--seeds", "3", "--out", str(tmp_path / "out"), "--budget-from", str(tmp_path / "other")])
