@@ -22,7 +22,7 @@ skill-less teacher's answers. Each run is scored by `--eval-file` on 60 held-out
 (exact match of the first line); the expert is scored on the same new-task rows. Outputs land under `--out`, and a
 finished run is not run again. `--synthesize N` has the writer write N prompts (3 epochs over more rows is more
 steps), and `--budget-from DIR` runs every arm, the defaults too, at the steps of DIR's defaults run on the same
-draw: together they tell the rows' effect from the steps' (benchmark v15).
+draw: together they tell the rows' effect from the steps' (benchmark v15). `--steps N` runs every arm at N steps.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS)
     p.add_argument("--card", action="store_true", help="seeds that show every label (one each, plus one)")
     p.add_argument("--synthesize", type=int, default=48, help="prompts the writer writes (use another --out)")
+    p.add_argument("--steps", type=int, default=None, help="every run (the defaults too) at this many steps")
     p.add_argument("--budget-from", type=Path, default=None,
                    help="another check's folder: every run (the defaults too) takes the steps of its defaults run "
                         "on the same draw (rows and steps told apart)")
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         teacher = {**base, "teacher": "sources",
                    "sources": [{**source, "base_model": str(gemma), "synthesize": args.synthesize}]}
         # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
-        fixed = None if args.budget_from is None else _steps(args.budget_from / draw / "defaults")
+        fixed = args.steps if args.budget_from is None else _steps(args.budget_from / draw / "defaults")
         done = {"defaults": _fuse({**teacher, **({"max_steps": fixed, "epochs": 1000} if fixed else {})},
                                   out / draw / "defaults", eval_file)}
         budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}

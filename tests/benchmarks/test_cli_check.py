@@ -99,5 +99,8 @@ def test_budget_from_gives_every_run_the_steps_of_another_checks_defaults(tmp_pa
     monkeypatch.setattr(cli_check, "_fuse", fuse)
     cli_check.main(["--seeds", "2", "--out", str(tmp_path / "out"), "--budget-from", str(tmp_path / "other")])
     assert asked == [("defaults", 144, 1000), ("placebo", 144, 1000), ("seeds_alone", 144, 1000)]
+    asked.clear()
+    cli_check.main(["--seeds", "2", "--out", str(tmp_path / "fixed"), "--steps", "216", "--runs", "defaults"])
+    assert asked == [("defaults", 216, 1000)]
     with pytest.raises(SystemExit, match="no finished run"):
         cli_check.main(["--seeds", "3", "--out", str(tmp_path / "out"), "--budget-from", str(tmp_path / "other")])
