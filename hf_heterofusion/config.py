@@ -151,6 +151,10 @@ class FusionConfig(BaseModel):
         default="zero", description="`zero`: the first warmup step runs at lr 0 (transformers' schedule, the "
         "reference's); `first_step`: warmup step k of W runs at lr*(k+1)/(W+1), never 0.")
     epochs: int = Field(default=3, ge=1, description="Passes over the replay set.")
+    min_steps: int = Field(
+        default=0, ge=0, description="Train at least this many optimiser steps: more passes than `epochs` over a "
+        "replay set too small to fill them (the last pass may stop part-way; `max_steps` still caps); 0: `epochs` "
+        "passes only (the paper's).")
     batch_size: int = Field(default=1, ge=1, description="Sequences per micro-batch.")
     gradient_accumulation_steps: int = Field(default=8, ge=1, description="Micro-batches per optimiser step.")
     max_length: int = Field(default=1024, ge=8, description="Maximum tokens per replay example.")

@@ -60,10 +60,11 @@ def _rdm_generator(seed: int, epoch: int, index: int, device: torch.device) -> t
 
 
 def lr_schedule_steps(n_examples: int, cfg: FusionConfig, num_processes: int) -> tuple[int, int]:
-    """(windows per epoch, total optimiser steps), counting every partial window."""
+    """(windows per epoch, total optimiser steps), counting every partial window: `epochs` passes, raised to
+    `min_steps`, capped by an int `max_steps`."""
     batches = math.ceil(n_examples / (cfg.batch_size * num_processes))
     windows = math.ceil(batches / cfg.gradient_accumulation_steps)
-    total = windows * cfg.epochs
+    total = max(windows * cfg.epochs, cfg.min_steps if windows else 0)
     return windows, total if not isinstance(cfg.max_steps, int) else min(total, cfg.max_steps)
 
 
@@ -104,7 +105,7 @@ def train(
     if on_step is not None:
         on_step(step)
     bar = tqdm(total=total, initial=step, desc="fit", unit="step", disable=not (show_progress and acc.is_main_process))
-    for epoch in range(cfg.epochs):
+    for epoch in range(math.ceil(total / windows) if windows else 0):  # `min_steps` may ask for more than `epochs`
         if step >= total:
             break
         order = epoch_order(len(encoded), cfg.seed, epoch)

@@ -22,6 +22,22 @@ def test_every_partial_window_counts_as_an_optimiser_step():
     assert lr_schedule_steps(10, cfg, 1) == (2, 6)  # 8 + 2: the reference would drop the 2
 
 
+def test_min_steps_adds_passes_over_a_small_set_and_max_steps_still_caps():
+    cfg = FusionConfig(target_model="t", target_adapter="a", sources=["s"], replay="r", gradient_accumulation_steps=8,
+                       min_steps=20)
+    assert lr_schedule_steps(10, cfg, 1) == (2, 20)  # 10 passes instead of 3
+    assert lr_schedule_steps(1800, cfg, 1) == (225, 675)  # a set that fills them: `epochs` passes, as before
+    assert lr_schedule_steps(10, cfg.model_copy(update={"max_steps": 7}), 1) == (2, 7)
+    assert lr_schedule_steps(0, cfg, 1) == (0, 0)  # nothing to train on: no step
+
+
+@pytest.mark.integration
+def test_min_steps_trains_that_many_steps_past_the_epochs(make_config):
+    result = fit(make_config(epochs=1, min_steps=5), show_progress=False)
+    assert result.report.training.optimizer_steps == 5
+    assert [r["step"] for r in result.report.training.losses] == [1, 2, 3, 4, 5]
+
+
 def test_epoch_order_is_a_seeded_permutation():
     assert epoch_order(10, 0, 0) == epoch_order(10, 0, 0)
     assert sorted(epoch_order(10, 0, 1)) == list(range(10))
