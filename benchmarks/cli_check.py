@@ -94,6 +94,12 @@ def _fuse(config: dict, out: Path, eval_file: Path) -> dict:
     return json.loads(report.read_text())
 
 
+def _exactly(steps: int) -> dict:
+    """Config keys for a run of exactly `steps` optimiser steps: `max_steps` only caps `epochs` passes, and fewer
+    rows (the placebo's are mostly filtered away) would end sooner."""
+    return {"max_steps": steps, "epochs": 1000}
+
+
 def _steps(run: Path) -> int:
     """The optimiser steps a finished `fuse` run took (its report)."""
     report = run / "fusion_report.json"
@@ -145,18 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     anchor_adapter = _anchor_adapter()
     for seed in args.seeds:
         seeds = draw_seeds(train, seed, card=args.card)
-        draw = f"card{seed}" if args.card else f"seed{seed}"
+        kind = "card" if args.card else "seed"
+        draw = f"{kind}{seed}"
         replay = synthetic.write_jsonl([*anchor_rows, *seeds], out / draw / "replay.jsonl")
         base = {"target_model": str(smollm), "target_adapter": str(anchor_adapter), "replay": str(replay),
                 "seed": seed}
         source = {"adapter": str(expert), "name": TASK}
         teacher = {**base, "teacher": "sources",
                    "sources": [{**source, "base_model": str(gemma), "synthesize": args.synthesize}]}
-        # `max_steps` only caps `epochs` passes, and fewer rows (the placebo's are mostly filtered away) end sooner
         fixed = args.steps if args.budget_from is None else _steps(args.budget_from / draw / "defaults")
-        done = {"defaults": _fuse({**teacher, **({"max_steps": fixed, "epochs": 1000} if fixed else {})},
-                                  out / draw / "defaults", eval_file)}
-        budget = {"max_steps": done["defaults"]["training"]["optimizer_steps"], "epochs": 1000}
+        done = {"defaults": _fuse({**teacher, **(_exactly(fixed) if fixed else {})}, out / draw / "defaults",
+                                  eval_file)}
+        budget = _exactly(done["defaults"]["training"]["optimizer_steps"])
         if "placebo" in args.runs:
             done["placebo"] = _fuse({**teacher, "teacher_placebo": True, **budget},
                                     out / draw / "placebo", eval_file)
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                                         out / draw / "seeds_alone", eval_file)
         for name, report in done.items():
             scored = report["evaluation"]["results"]
-            results["runs"][f"{draw[:4]} {seed} / {name}"] = {
+            results["runs"][f"{kind} {seed} / {name}"] = {
                 "steps": report["training"]["optimizer_steps"], "seeds": [r["response"] for r in seeds],
                 **{task: {"fused": scored["fused"][task]["exact_match"],
                           "anchor_alone": scored["anchor"][task]["exact_match"]} for task in (TASK, ANCHOR)}}
